@@ -1,0 +1,109 @@
+// FULLY_CONNECTED, per-channel or per-tensor requantization, packed tensors.
+#include "tfq_arithmetic.h"
+#include "tfq_kernels.h"
+#include "tfq_validate.h"
+
+namespace tfq {
+namespace {
+
+template <int kInBits, int kWBits>
+void FullyConnectedImpl(const FullyConnectedParams& p, const Requant& rq,
+                        const ConstTensor& in, const ConstTensor& filter,
+                        const Bias& bias, const Tensor& out) {
+  const int32_t batches = in.dims[0];
+  const int32_t depth = in.dims[1];
+  const int32_t out_d = filter.dims[0];
+  const int32_t input_offset = p.input_offset;
+  const uint8_t* in_data = in.data;
+  const uint8_t* f_data = filter.data;
+  const int32_t out_bits = out.bits;
+  const int32_t rq_step = rq.count == 1 ? 0 : 1;  // per-tensor: one entry
+
+  int32_t out_index = 0;
+  for (int32_t b = 0; b < batches; ++b) {
+    const int32_t in_base = b * depth;
+    for (int32_t oc = 0; oc < out_d; ++oc, ++out_index) {
+      const int32_t f_base = oc * depth;
+      uint32_t acc = 0;
+      for (int32_t d = 0; d < depth; ++d) {
+        const int32_t x = LoadPacked<kInBits>(in_data, in_base + d);
+        const int32_t w = LoadPacked<kWBits>(f_data, f_base + d);
+        acc += static_cast<uint32_t>(w * (x + input_offset));
+      }
+      int32_t v = static_cast<int32_t>(acc);
+      if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
+      const int32_t q = oc * rq_step;
+      v = MultiplyByQuantizedMultiplier(v, rq.multiplier[q], rq.shift[q]);
+      v = WrapAdd(v, p.output_offset);
+      v = Clamp(v, p.act_min, p.act_max);
+      SetPacked(out.data, out_index, out_bits, v);
+    }
+  }
+}
+
+template <int kInBits>
+void DispatchFilterBits(const FullyConnectedParams& p, const Requant& rq,
+                        const ConstTensor& in, const ConstTensor& filter,
+                        const Bias& bias, const Tensor& out) {
+  switch (filter.bits) {
+    case 8:
+      FullyConnectedImpl<kInBits, 8>(p, rq, in, filter, bias, out);
+      break;
+    case 4:
+      FullyConnectedImpl<kInBits, 4>(p, rq, in, filter, bias, out);
+      break;
+    default:
+      FullyConnectedImpl<kInBits, 2>(p, rq, in, filter, bias, out);
+      break;
+  }
+}
+
+}  // namespace
+
+Status FullyConnected(const FullyConnectedParams& p, const Requant& rq,
+                      const ConstTensor& in, const ConstTensor& filter,
+                      const Bias& bias, const Tensor& out) {
+  using namespace internal;
+  int32_t in_count = 0, f_count = 0, out_count = 0;
+  TFQ_RETURN_IF_ERROR(CheckTensor(in, 2, &in_count));
+  TFQ_RETURN_IF_ERROR(CheckTensor(filter, 2, &f_count));
+  TFQ_RETURN_IF_ERROR(CheckTensor(out, 2, &out_count));
+  const int32_t out_d = filter.dims[0];
+  if (filter.dims[1] != in.dims[1] || out.dims[0] != in.dims[0] ||
+      out.dims[1] != out_d) {
+    return kErrShapeMismatch;
+  }
+  TFQ_RETURN_IF_ERROR(CheckBias(bias, out_d));
+  TFQ_RETURN_IF_ERROR(CheckRequant(rq, out_d, /*allow_per_tensor=*/true,
+                                   -31, 30));
+  TFQ_RETURN_IF_ERROR(CheckInputOffset(p.input_offset, in.bits));
+  TFQ_RETURN_IF_ERROR(CheckZeroPoint(p.output_offset, out.bits));
+  TFQ_RETURN_IF_ERROR(CheckActRange(p.act_min, p.act_max, out.bits));
+  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, in, in_count));
+  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, filter, f_count));
+
+  ClearPackedTail(out.data, out_count, out.bits);
+  switch (in.bits) {
+    case 8:
+      DispatchFilterBits<8>(p, rq, in, filter, bias, out);
+      break;
+    case 4:
+      DispatchFilterBits<4>(p, rq, in, filter, bias, out);
+      break;
+    default:
+      DispatchFilterBits<2>(p, rq, in, filter, bias, out);
+      break;
+  }
+  return kOk;
+}
+
+Status FullyConnectedPerTensor(const FullyConnectedParams& p,
+                               int32_t output_multiplier, int32_t output_shift,
+                               const ConstTensor& in,
+                               const ConstTensor& filter, const Bias& bias,
+                               const Tensor& out) {
+  const Requant rq = {&output_multiplier, &output_shift, 1};
+  return FullyConnected(p, rq, in, filter, bias, out);
+}
+
+}  // namespace tfq

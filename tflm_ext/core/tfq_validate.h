@@ -1,0 +1,139 @@
+// Internal argument checks shared by the core kernels (not part of the API).
+// All size arithmetic is done in 64 bits so the checks cannot overflow.
+#ifndef TFQ_TINY_TFLM_EXT_CORE_TFQ_VALIDATE_H_
+#define TFQ_TINY_TFLM_EXT_CORE_TFQ_VALIDATE_H_
+
+#include <cstdint>
+
+#include "tfq_kernels.h"
+
+namespace tfq {
+namespace internal {
+
+constexpr int64_t kMaxElements = 0x7FFFFFFF;  // flat indices fit in int32
+constexpr int32_t kMaxStride = 65535;
+constexpr int32_t kMaxPad = 65535;
+
+#define TFQ_RETURN_IF_ERROR(expr)          \
+  do {                                     \
+    const ::tfq::Status tfq_s_ = (expr);   \
+    if (tfq_s_ != ::tfq::kOk) return tfq_s_; \
+  } while (0)
+
+// Validates a tensor of the given rank; returns its element count in *count.
+template <typename T>
+inline Status CheckTensor(const T& t, int32_t rank, int32_t* count) {
+  if (t.data == nullptr) return kErrNullPointer;
+  if (!IsSupportedBits(t.bits)) return kErrBadBits;
+  if (t.rank != rank || rank < 1 || rank > kMaxRank) return kErrBadRank;
+  int64_t n = 1;
+  for (int i = 0; i < rank; ++i) {
+    if (t.dims[i] <= 0) return kErrBadDim;
+    n *= t.dims[i];
+    if (n > kMaxElements) return kErrBadDim;
+  }
+  if (static_cast<uint64_t>(t.bytes) < PackedBytes(static_cast<uint64_t>(n),
+                                                   t.bits)) {
+    return kErrBufferTooSmall;
+  }
+  *count = static_cast<int32_t>(n);
+  return kOk;
+}
+
+inline bool RangesOverlap(const void* a, uint64_t a_bytes, const void* b,
+                          uint64_t b_bytes) {
+  const uintptr_t pa = reinterpret_cast<uintptr_t>(a);
+  const uintptr_t pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + b_bytes && pb < pa + a_bytes;
+}
+
+// Output must not overlap the input (only the bytes the kernel touches).
+inline Status CheckNoAlias(const Tensor& out, int32_t out_count,
+                           const ConstTensor& in, int32_t in_count) {
+  if (RangesOverlap(out.data, PackedBytes(out_count, out.bits), in.data,
+                    PackedBytes(in_count, in.bits))) {
+    return kErrAliasing;
+  }
+  return kOk;
+}
+
+inline Status CheckZeroPoint(int32_t zero_point, int32_t bits) {
+  return (zero_point < QMin(bits) || zero_point > QMax(bits))
+             ? kErrBadZeroPoint
+             : kOk;
+}
+
+// TFLM-style offset = -zero_point; the zero point must be in the input range.
+inline Status CheckInputOffset(int32_t offset, int32_t bits) {
+  const int64_t zero_point = -static_cast<int64_t>(offset);
+  return (zero_point < QMin(bits) || zero_point > QMax(bits))
+             ? kErrBadZeroPoint
+             : kOk;
+}
+
+inline Status CheckActRange(int32_t act_min, int32_t act_max, int32_t bits) {
+  if (act_min > act_max || act_min < QMin(bits) || act_max > QMax(bits)) {
+    return kErrBadActRange;
+  }
+  return kOk;
+}
+
+// Requant arrays: `channels` entries, or 1 if allow_per_tensor. Multipliers
+// must be >= 0 and shifts within [min_shift, max_shift].
+inline Status CheckRequant(const Requant& rq, int32_t channels,
+                           bool allow_per_tensor, int32_t min_shift,
+                           int32_t max_shift) {
+  if (rq.multiplier == nullptr || rq.shift == nullptr) return kErrNullPointer;
+  if (rq.count != channels && !(allow_per_tensor && rq.count == 1)) {
+    return kErrBadMultiplier;
+  }
+  for (int32_t i = 0; i < rq.count; ++i) {
+    if (rq.multiplier[i] < 0) return kErrBadMultiplier;
+    if (rq.shift[i] < min_shift || rq.shift[i] > max_shift) return kErrBadShift;
+  }
+  return kOk;
+}
+
+inline Status CheckBias(const Bias& bias, int32_t channels) {
+  if (bias.data != nullptr && bias.count != channels) return kErrShapeMismatch;
+  return kOk;
+}
+
+inline Status CheckWindowParams(int32_t stride, int32_t dilation, int32_t pad) {
+  if (stride < 1 || stride > kMaxStride || dilation < 1 ||
+      dilation > kMaxStride) {
+    return kErrBadStride;
+  }
+  if (pad < 0 || pad > kMaxPad) return kErrBadPadding;
+  return kOk;
+}
+
+// One spatial dimension: is `out` a size TFLM's padding computation can give
+// for (in, k, stride, dilation, pad-before)? See tfq_kernels.h.
+inline Status CheckSpatial(int32_t in, int32_t k, int32_t stride,
+                           int32_t dilation, int32_t pad, int32_t out) {
+  TFQ_RETURN_IF_ERROR(CheckWindowParams(stride, dilation, pad));
+  const int64_t eff_k = (static_cast<int64_t>(k) - 1) * dilation + 1;
+  for (int64_t extra = 0; extra <= 1; ++extra) {
+    const int64_t padded = static_cast<int64_t>(in) + 2 * pad + extra;
+    if (padded < eff_k) continue;
+    if ((padded - eff_k) / stride + 1 == out) return kOk;
+  }
+  return kErrBadOutputShape;
+}
+
+// Pooling windows must each overlap the input (TFLM's AveragePool fails on an
+// empty window): first window ends at or after 0, last starts before `in`.
+inline Status CheckPoolWindows(int32_t in, int32_t k, int32_t stride,
+                               int32_t pad, int32_t out) {
+  if (pad >= k) return kErrBadPadding;
+  if ((static_cast<int64_t>(out) - 1) * stride - pad >= in) {
+    return kErrBadPadding;
+  }
+  return kOk;
+}
+
+}  // namespace internal
+}  // namespace tfq
+
+#endif  // TFQ_TINY_TFLM_EXT_CORE_TFQ_VALIDATE_H_
