@@ -36,3 +36,18 @@ def int_range(bits):
 
 def num_levels(bits):
     return 1 << check_bits(bits)
+
+
+def round_half_away(x):
+    """Round half away from zero (C's std::round, what TFLite's quantizers use), NumPy."""
+    import numpy as np
+
+    x = np.asarray(x)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def tf_round_half_away(x):
+    """Round half away from zero in TensorFlow (``tf.round`` rounds half to even)."""
+    from tfq_tiny._compat import tf
+
+    return tf.sign(x) * tf.floor(tf.abs(x) + 0.5)

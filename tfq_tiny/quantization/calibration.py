@@ -1,0 +1,174 @@
+"""Calibration data handling and range initialisation of a quantized model's quantizers.
+
+``quantizer_slots`` is the one place that knows where TFMOT keeps quantizer state inside
+``QuantizeWrapperV2`` / ``QuantizeLayer``; PTQ, analysis and export read quantizers
+through it.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfq_tiny._compat import QuantizeLayer, keras, tf, tfmot
+from tfq_tiny.errors import CalibrationDataError
+from tfq_tiny.quantization.range_init import ActivationObserver, asymmetric_qparams, weight_qparams
+
+QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
+
+
+@dataclass
+class QuantizerSlot:
+    """One quantizer in a quantized model: what it quantizes and its variables."""
+
+    layer: object
+    kind: str
+    quantizer: object
+    variables: dict
+    weight: object = None
+
+    @property
+    def layer_name(self):
+        """Name of the original (unwrapped) layer, or of the model input for input quantizers."""
+        if self.kind == "input":
+            return self.layer.input._keras_history.layer.name
+        return self.layer.layer.name
+
+
+def quantizer_slots(model):
+    """Every quantizer of ``model`` in layer order: kind is 'input', 'weight' or 'output'."""
+    slots = []
+    for layer in model.layers:
+        if isinstance(layer, QuantizeLayer) and layer.quantizer is not None:
+            slots.append(QuantizerSlot(layer, "input", layer.quantizer, layer.quantizer_vars))
+        elif isinstance(layer, QuantizeWrapper):
+            for weight, quantizer, variables in layer._weight_vars:
+                slots.append(QuantizerSlot(layer, "weight", quantizer, variables, weight))
+            for quantizer in layer._output_quantizers:
+                slots.append(QuantizerSlot(layer, "output", quantizer,
+                                           layer._output_quantizer_vars))
+    return slots
+
+
+def set_qparams(slot, scale, zero_point):
+    slot.variables["scale"].assign(np.asarray(scale, np.float32).reshape(
+        slot.variables["scale"].shape))
+    slot.variables["zero_point"].assign(np.asarray(zero_point, np.float32).reshape(
+        slot.variables["zero_point"].shape))
+
+
+def as_batches(data, batch_size=128, input_shape=None):
+    """Yield float32 NumPy batches of model inputs from an array, list or ``tf.data.Dataset``.
+
+    Labels in ``(x, y)`` elements are dropped. Raises CalibrationDataError on empty or
+    non-finite data or a shape that does not match ``input_shape``.
+    """
+    if data is None:
+        raise CalibrationDataError(
+            "calibration_data is required to set activation ranges: pass ~1024 unlabeled "
+            "training samples (a NumPy array or a tf.data.Dataset), or quantize weights only "
+            "with activation_bits=None (e.g. policy='w4a32').")
+    if isinstance(data, tf.data.Dataset):
+        def batches():
+            for element in data.unbatch().batch(batch_size) if _is_batched(data) else \
+                    data.batch(batch_size):
+                if isinstance(element, (tuple, list)):
+                    element = element[0]
+                if isinstance(element, dict):
+                    raise CalibrationDataError("Calibration datasets of dicts are not supported; "
+                                               "map them to the model's input tensor first.")
+                yield np.asarray(element, np.float32)
+        source = batches()
+    else:
+        if isinstance(data, (tuple, list)) and len(data) == 2 and not np.isscalar(data[1]) and \
+                np.ndim(data[0]) > np.ndim(data[1]):
+            data = data[0]
+        array = np.asarray(data, np.float32)
+        source = (array[i:i + batch_size] for i in range(0, len(array), batch_size)) \
+            if array.ndim > 0 else iter(())
+    seen = 0
+    for batch in source:
+        if input_shape is not None:
+            expected = tuple(input_shape[1:])
+            if tuple(batch.shape[1:]) != expected:
+                raise CalibrationDataError(
+                    f"Calibration samples have shape {tuple(batch.shape[1:])} but the model "
+                    f"expects {expected} (batch dimension first). Reshape the data to match.")
+        if not np.all(np.isfinite(batch)):
+            raise CalibrationDataError(
+                "Calibration data contains NaN or Inf values. Clean or re-normalise the samples "
+                "(the quantization ranges would be meaningless).")
+        seen += len(batch)
+        yield batch
+    if seen == 0:
+        raise CalibrationDataError(
+            "Calibration data is empty. Pass at least one sample (1024 is the usual amount).")
+
+
+def _is_batched(dataset):
+    spec = dataset.element_spec
+    spec = spec[0] if isinstance(spec, tuple) else spec
+    return getattr(spec, "shape", None) is not None and spec.shape.rank is not None and \
+        spec.shape.rank > 0 and spec.shape[0] is None
+
+
+def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
+    """Initialise every quantizer of ``qmodel`` from weights and float activations.
+
+    Weight ranges come from the kernels; activation ranges from ``float_model`` (the
+    preprocessed float model with the same layer names) run on ``calibration_data``, which
+    may be None only when no activation needs observing (weights-only policies).
+    """
+    slots = quantizer_slots(qmodel)
+    for slot in slots:
+        if slot.kind == "weight":
+            scale, zp = weight_qparams(slot.weight.numpy(), slot.quantizer.num_bits,
+                                       slot.quantizer.init, slot.quantizer.channel_axes)
+            set_qparams(slot, scale, zp)
+    act_slots = [s for s in slots if s.kind in ("input", "output")]
+    observed = [s for s in act_slots
+                if not s.quantizer.tie_to_input and s.quantizer.fixed_range is None]
+    if observed:
+        names = [s.layer_name for s in observed]
+        probe = keras.Model(float_model.inputs, [float_model.get_layer(n).output for n in names])
+        observers = [ActivationObserver(seed=seed + i) for i in range(len(names))]
+        for batch in as_batches(calibration_data, batch_size, float_model.input_shape):
+            outputs = probe(batch, training=False)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            for observer, out in zip(observers, outputs):
+                observer.update(out.numpy())
+        for slot, observer in zip(observed, observers):
+            set_qparams(slot, *observer.qparams(slot.quantizer.num_bits, slot.quantizer.init))
+    for slot in act_slots:
+        if slot.quantizer.fixed_range is not None:
+            set_qparams(slot, *asymmetric_qparams(*slot.quantizer.fixed_range,
+                                                  slot.quantizer.num_bits))
+    tie_activation_ranges(qmodel, slots)
+    return qmodel
+
+
+def input_activation_slot(layer, slots):
+    """The activation quantizer whose grid the (first) input of ``layer`` lies on, or None.
+
+    Walks back through pass-through layers (Flatten, MaxPooling, ...).
+    """
+    by_layer = {id(s.layer): s for s in slots if s.kind in ("input", "output")}
+    producer = layer.input._keras_history.layer if not isinstance(layer.input, list) else \
+        layer.input[0]._keras_history.layer
+    while producer is not None:
+        if id(producer) in by_layer:
+            return by_layer[id(producer)]
+        if isinstance(producer, (QuantizeWrapper, keras.layers.InputLayer)):
+            return None
+        inbound = producer.input
+        producer = (inbound[0] if isinstance(inbound, list) else inbound)._keras_history.layer
+    return None
+
+
+def tie_activation_ranges(qmodel, slots=None):
+    """Copy input qparams to quantizers marked ``tie_to_input`` (average pooling)."""
+    slots = quantizer_slots(qmodel) if slots is None else slots
+    for slot in slots:
+        if slot.kind == "output" and slot.quantizer.tie_to_input:
+            source = input_activation_slot(slot.layer, slots)
+            if source is not None:
+                slot.variables["scale"].assign(source.variables["scale"])
+                slot.variables["zero_point"].assign(source.variables["zero_point"])

@@ -1,0 +1,176 @@
+"""TFMOT ``QuantizeConfig``s for the layers tinyML models use, and the registry that picks them.
+
+Two configs cover everything: ``WeightLayerQuantizeConfig`` (a kernel quantized per output
+channel, plus the layer's output) for Conv1D/Conv2D/DepthwiseConv2D/Dense, and
+``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6, Add, pooling and softmax layers.
+Layers that cannot move a value off the grid (Flatten, Reshape, Dropout, MaxPooling,
+ZeroPadding) pass through unwrapped, as their TFLite counterparts keep the input's
+quantization.
+"""
+from tfq_tiny._compat import keras, tfmot
+from tfq_tiny.errors import UnsupportedLayerError
+from tfq_tiny.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+
+layers = keras.layers
+
+WEIGHT_LAYERS = {
+    layers.DepthwiseConv2D: ("depthwise_kernel", (-2, -1)),
+    layers.Conv1D: ("kernel", (-1,)),
+    layers.Conv2D: ("kernel", (-1,)),
+    layers.Dense: ("kernel", (-1,)),
+}
+OUTPUT_LAYERS = (layers.ReLU, layers.Add, layers.GlobalAveragePooling1D,
+                 layers.GlobalAveragePooling2D, layers.Softmax)
+TIED_OUTPUT_LAYERS = (layers.AveragePooling1D, layers.AveragePooling2D)
+PASS_THROUGH_LAYERS = (layers.InputLayer, layers.Flatten, layers.Reshape, layers.Dropout,
+                       layers.MaxPooling1D, layers.MaxPooling2D, layers.ZeroPadding1D,
+                       layers.ZeroPadding2D)
+FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
+SOFTMAX_RANGE = (0.0, 1.0)
+
+
+def activation_name(layer):
+    """'linear', 'relu', 'relu6' or another name for the layer's (fused) activation."""
+    if isinstance(layer, layers.ReLU):
+        cfg = layer.get_config()
+        if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
+            return "leaky_relu"
+        max_value = cfg.get("max_value")
+        if max_value is None:
+            return "relu"
+        return "relu6" if float(max_value) == 6.0 else f"relu{max_value}"
+    if isinstance(layer, layers.Activation):
+        return keras.activations.serialize(layer.activation)
+    activation = getattr(layer, "activation", None)
+    return "linear" if activation is None else keras.activations.serialize(activation)
+
+
+class _BaseConfig(tfmot.quantization.keras.QuantizeConfig):
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [self.output_quantizer] if self.output_quantizer is not None else []
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+class WeightLayerQuantizeConfig(_BaseConfig):
+    """Kernel per output channel (symmetric) and the output per tensor (asymmetric).
+
+    ``activation_bits=None`` (or ``quantize_output=False`` when a following ReLU quantizes
+    the fused result) leaves the output in float.
+    """
+
+    def __init__(self, weight_attr, channel_axes, weight_bits, activation_bits=None,
+                 weight_init="mse", activation_init="mse", quantize_output=True,
+                 weight_rounding=None):
+        self.weight_attr = weight_attr
+        self.channel_axes = tuple(channel_axes)
+        self.weight_bits = weight_bits
+        self.activation_bits = activation_bits
+        self.weight_init = weight_init
+        self.activation_init = activation_init
+        self.quantize_output = bool(quantize_output)
+        self.weight_quantizer = WeightQuantizer(weight_bits, self.channel_axes, weight_init,
+                                                weight_rounding)
+        self.output_quantizer = (ActivationQuantizer(activation_bits, activation_init)
+                                 if activation_bits is not None and quantize_output else None)
+
+    def get_weights_and_quantizers(self, layer):
+        return [(getattr(layer, self.weight_attr), self.weight_quantizer)]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        setattr(layer, self.weight_attr, quantize_weights[0])
+
+    def get_config(self):
+        return {"weight_attr": self.weight_attr, "channel_axes": list(self.channel_axes),
+                "weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
+                "weight_init": self.weight_init, "activation_init": self.activation_init,
+                "quantize_output": self.quantize_output,
+                "weight_rounding": self.weight_quantizer.rounding.get_config()}
+
+
+class OutputQuantizeConfig(_BaseConfig):
+    """Quantizes only the layer's output (ReLU, Add, pooling, softmax)."""
+
+    def __init__(self, activation_bits, activation_init="mse", tie_to_input=False,
+                 fixed_range=None):
+        self.activation_bits = activation_bits
+        self.activation_init = activation_init
+        self.tie_to_input = bool(tie_to_input)
+        self.fixed_range = None if fixed_range is None else tuple(fixed_range)
+        self.output_quantizer = (
+            ActivationQuantizer(activation_bits, activation_init, tie_to_input=tie_to_input,
+                                fixed_range=fixed_range)
+            if activation_bits is not None else None)
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def get_config(self):
+        return {"activation_bits": self.activation_bits,
+                "activation_init": self.activation_init, "tie_to_input": self.tie_to_input,
+                "fixed_range": None if self.fixed_range is None else list(self.fixed_range)}
+
+
+def weight_attr(layer):
+    """(kernel attribute, channel axes) of a supported weight layer, else None."""
+    return WEIGHT_LAYERS.get(type(layer))
+
+
+def is_pass_through(layer):
+    return isinstance(layer, PASS_THROUGH_LAYERS)
+
+
+def default_config(layer, weight_bits, activation_bits, weight_init="mse",
+                   activation_init="mse", quantize_output=True):
+    """The QuantizeConfig for ``layer``; None for pass-through layers.
+
+    Raises UnsupportedLayerError naming the layer when there is no config for it.
+    """
+    if is_pass_through(layer):
+        return None
+    for layer_type, (attr, axes) in WEIGHT_LAYERS.items():
+        if type(layer) is layer_type:
+            act = activation_name(layer)
+            if act not in FUSABLE_ACTIVATIONS:
+                raise UnsupportedLayerError(
+                    f"Layer '{layer.name}' ({type(layer).__name__}) has activation '{act}'; "
+                    f"only {list(FUSABLE_ACTIVATIONS)} can be fused into a quantized kernel. "
+                    "Use one of those, or split the activation into its own layer.")
+            return WeightLayerQuantizeConfig(attr, axes, weight_bits, activation_bits,
+                                             weight_init, activation_init, quantize_output)
+    out_bits = activation_bits if quantize_output else None
+    if isinstance(layer, layers.ReLU) and activation_name(layer) in ("relu", "relu6"):
+        return OutputQuantizeConfig(out_bits, activation_init)
+    if isinstance(layer, layers.Activation) and activation_name(layer) in ("relu", "relu6"):
+        return OutputQuantizeConfig(out_bits, activation_init)
+    if isinstance(layer, layers.Softmax) or (isinstance(layer, layers.Activation) and
+                                             activation_name(layer) == "softmax"):
+        return OutputQuantizeConfig(out_bits, activation_init, fixed_range=SOFTMAX_RANGE)
+    if isinstance(layer, TIED_OUTPUT_LAYERS):
+        return OutputQuantizeConfig(out_bits, activation_init, tie_to_input=True)
+    if isinstance(layer, OUTPUT_LAYERS):
+        return OutputQuantizeConfig(out_bits, activation_init)
+    if isinstance(layer, layers.BatchNormalization):
+        raise UnsupportedLayerError(
+            f"BatchNormalization '{layer.name}' could not be folded: it must directly follow a "
+            "Conv1D/Conv2D/DepthwiseConv2D/Dense layer with a linear activation whose only "
+            "consumer it is. Move it after such a layer, or remove it.")
+    raise UnsupportedLayerError(
+        f"Layer '{layer.name}' of type {type(layer).__name__} is not supported. Supported: "
+        "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, Average/Max/GlobalAverage "
+        "pooling, Softmax, and pass-through Flatten/Reshape/Dropout/ZeroPadding. Give it a "
+        "QuantizeConfig with tfq_tiny.quantize_annotate_layer(layer, config), or replace it.")

@@ -1,0 +1,171 @@
+"""``quantize_model``: a float tf_keras model in, a calibrated fake-quant tf_keras model out.
+
+The quantized model mirrors what the integer kernels will compute: kernels quantized per
+output channel, every tensor that flows between TFLite operators quantized per tensor
+(the model input by a ``QuantizeLayer``, each layer's output by its wrapper), with a fused
+ReLU/ReLU6 quantized once after the operator it follows, as TFLite fuses it.
+"""
+from tfq_tiny._compat import QuantizeAnnotate, QuantizeLayer, keras, tfmot
+from tfq_tiny.graph import Graph, call_layer, check_tf_keras_model, clone_call, clone_layer, rebuild
+from tfq_tiny.preprocess import preprocess as run_preprocess
+from tfq_tiny.quantization import configs as cfg
+from tfq_tiny.quantization.calibration import QuantizeWrapper, calibrate
+from tfq_tiny.quantization.policy import BitPolicy
+from tfq_tiny.quantization.quantizers import (ActivationQuantizer, UniformQuantizer,
+                                              WeightQuantizer)
+from tfq_tiny.quantization.range_init import INIT_METHODS
+
+quantize_annotate_layer = tfmot.quantization.keras.quantize_annotate_layer
+
+CUSTOM_OBJECTS = {
+    "UniformQuantizer": UniformQuantizer,
+    "WeightQuantizer": WeightQuantizer,
+    "ActivationQuantizer": ActivationQuantizer,
+    "WeightLayerQuantizeConfig": cfg.WeightLayerQuantizeConfig,
+    "OutputQuantizeConfig": cfg.OutputQuantizeConfig,
+}
+
+
+def quantize_scope(*args):
+    """Scope for loading/saving quantized models (TFMOT's scope plus tfq_tiny's objects)."""
+    objects = dict(CUSTOM_OBJECTS)
+    for extra in args:
+        objects.update(extra)
+    return tfmot.quantization.keras.quantize_scope(objects)
+
+
+def _split_init(init):
+    if isinstance(init, dict):
+        unknown = set(init) - {"weights", "activations"}
+        if unknown:
+            raise ValueError(f"init dict keys must be 'weights'/'activations', got {sorted(unknown)}.")
+        w_init, a_init = init.get("weights", "mse"), init.get("activations", "mse")
+    else:
+        w_init = a_init = init
+    for value in (w_init, a_init):
+        if value not in INIT_METHODS:
+            raise ValueError(f"init must be one of {INIT_METHODS} (or a dict with 'weights' and "
+                             f"'activations'), got {value!r}.")
+    return w_init, a_init
+
+
+def strip_annotations(model):
+    """(plain model, {layer name: QuantizeConfig}) from a model with TFMOT annotations."""
+    graph = Graph(model)
+    configs = {}
+
+    def transform(node, inputs):
+        if node.name in graph.input_names:
+            return inputs[0]
+        if isinstance(node.layer, QuantizeAnnotate):
+            inner = node.layer.layer
+            if node.layer.quantize_config is not None:
+                configs[inner.name] = node.layer.quantize_config
+            layer = clone_layer(inner)
+            out = call_layer(layer, inputs)
+            layer.set_weights(inner.get_weights())
+            return out
+        return clone_call(node, inputs)
+
+    if not any(isinstance(n.layer, QuantizeAnnotate) for n in graph):
+        return model, {}
+    return rebuild(graph, transform), configs
+
+
+def _output_left_to_relu(graph, node):
+    """True when the only consumer is a ReLU/ReLU6 that will quantize the fused result."""
+    if cfg.activation_name(node.layer) != "linear":
+        return False
+    if cfg.weight_attr(node.layer) is None and not isinstance(node.layer, keras.layers.Add):
+        return False
+    nxt = graph.sole_consumer(node.name)
+    return nxt is not None and isinstance(nxt.layer, (keras.layers.ReLU, keras.layers.Activation)) \
+        and cfg.activation_name(nxt.layer) in ("relu", "relu6")
+
+
+def build_quantized_model(float_model, policy, init="mse", configs=None):
+    """Wrap every layer of a preprocessed float model with its QuantizeConfig (uncalibrated)."""
+    policy = BitPolicy.parse(policy)
+    w_init, a_init = _split_init(init)
+    configs = dict(configs or {})
+    graph = Graph(float_model)
+    tensor_bits = {}
+
+    def transform(node, inputs):
+        layer = node.layer
+        if node.name in graph.input_names:
+            bits = policy.activation_bits_for(node.name)
+            tensor_bits[node.name] = bits
+            if bits is None:
+                return inputs[0]
+            quantizer = ActivationQuantizer(bits, a_init)
+            return QuantizeLayer(quantizer, name=f"{node.name}_quantize")(inputs[0])
+        in_bits = tensor_bits.get(node.inputs[0]) if node.inputs else None
+        if node.name in configs:
+            config = configs[node.name]
+        elif cfg.is_pass_through(layer):
+            tensor_bits[node.name] = in_bits
+            return clone_call(node, inputs)
+        else:
+            act_bits = policy.activation_bits_for(node.name)
+            if isinstance(layer, cfg.TIED_OUTPUT_LAYERS):
+                act_bits = in_bits
+            config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
+                                        w_init, a_init, not _output_left_to_relu(graph, node))
+        tensor_bits[node.name] = getattr(config, "activation_bits", None) \
+            if config.get_output_quantizers(layer) else None
+        inner = clone_layer(layer)
+        inner.build(layer.input_shape)
+        inner.set_weights(layer.get_weights())
+        return call_layer(QuantizeWrapper(inner, config), inputs)
+
+    return rebuild(graph, transform, name=f"{float_model.name}_quantized")
+
+
+def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
+                   preprocess=("bn_fold", "cle"), batch_size=128, seed=0):
+    """Quantize a float tf_keras model and calibrate its ranges.
+
+    Args:
+      model: a functional or Sequential tf_keras model (may carry
+        ``quantize_annotate_layer`` annotations with hand-picked QuantizeConfigs).
+      policy: a ``BitPolicy`` or a shorthand such as "w8a8", "w4a4", "w4a32".
+      calibration_data: ~1024 unlabeled samples (array or tf.data.Dataset); required when
+        activations are quantized.
+      init: "mse" or "minmax", or {"weights": ..., "activations": ...}.
+      preprocess: float transforms to apply first, any of ("bn_fold", "cle"). BatchNorm
+        is always folded (deployed kernels have no BatchNorm), so () means BN folding only.
+
+    Returns:
+      A calibrated fake-quant tf_keras model (save/load it inside ``quantize_scope()``).
+    """
+    check_tf_keras_model(model)
+    policy = BitPolicy.parse(policy)
+    _split_init(init)
+    plain, configs = strip_annotations(model)
+    steps = tuple(preprocess or ())
+    if "bn_fold" not in steps:
+        steps = ("bn_fold",) + steps
+    float_model = run_preprocess(plain, steps)
+    qmodel = build_quantized_model(float_model, policy, init, configs)
+    return calibrate(qmodel, float_model, calibration_data, batch_size, seed)
+
+
+def save_model(model, path):
+    """Save a quantized model as HDF5 (``.h5``) or a SavedModel directory.
+
+    TFMOT's quantize layers do not round-trip through the native ``.keras`` format (their
+    variables are created twice on load), so that format is refused with this advice.
+    """
+    path = str(path)
+    if path.endswith(".keras"):
+        raise ValueError(f"Cannot save a quantized model to '{path}': TFMOT quantize layers do not "
+                         "load back from the .keras format. Use a '.h5' file or a SavedModel "
+                         "directory (any other path).")
+    model.save(path, save_format="h5" if path.endswith(".h5") else "tf")
+
+
+def load_model(path):
+    """Load a model saved by ``save_model`` (or ``model.save``) inside ``quantize_scope``."""
+    with quantize_scope():
+        return keras.models.load_model(str(path))
