@@ -211,6 +211,8 @@ def _int32(value, name):
 def _int32_array(values, name, channels=None):
     """Contiguous int32 copy; a single value is repeated over ``channels`` (as the reference)."""
     arr = np.asarray(values)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        arr = arr.astype(np.int64)  # integral floats are accepted, as the reference does
     if arr.dtype.kind not in "iub":
         raise TfqError(f"{name} must hold integers, got dtype {arr.dtype}.")
     flat = arr.reshape(-1).astype(np.int64)
