@@ -1,0 +1,184 @@
+"""Preprocessing, quantize_model, policies, annotations, save/load and bad input."""
+import json
+
+import numpy as np
+import pytest
+
+import tfq_tiny
+from tfq_tiny._compat import keras
+from tfq_tiny.errors import (BitWidthError, CalibrationDataError, ModelFormatError,
+                             UnsupportedLayerError)
+from tfq_tiny.preprocess import cross_layer_equalize, fold_batch_norm
+from tfq_tiny.preprocess.cle import equalization_pairs
+from tfq_tiny.graph import Graph
+from tfq_tiny.quantization import (BitPolicy, OutputQuantizeConfig, WeightLayerQuantizeConfig,
+                                   quantizer_slots)
+
+
+def test_bn_fold_preserves_outputs(small_cnn, images, small_conv1d, signals):
+    for model, x in [(small_cnn, images), (small_conv1d, signals)]:
+        folded = fold_batch_norm(model)
+        assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
+        np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_cle_preserves_outputs_and_equalizes_ranges(small_cnn, images):
+    folded = fold_batch_norm(small_cnn)
+    equalized = cross_layer_equalize(folded)
+    np.testing.assert_allclose(equalized.predict(images, verbose=0),
+                               folded.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+    pairs = [(a.name, b.name) for a, b in equalization_pairs(Graph(equalized))]
+    assert pairs == [("dw", "pw")]  # r1 also feeds the residual Add, so c1 is not paired
+    dw = equalized.get_layer("dw").get_weights()[0]
+    pw = equalized.get_layer("pw").get_weights()[0]
+    np.testing.assert_allclose(np.abs(dw).max(axis=(0, 1, 3)), np.abs(pw).max(axis=(0, 1, 3)),
+                               rtol=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4", "w2a2", "w4a32"])
+def test_quantize_model_outputs_track_float(small_cnn, images, policy):
+    q = tfq_tiny.quantize_model(small_cnn, policy, calibration_data=images)
+    ref = small_cnn.predict(images, verbose=0)
+    err = np.abs(q.predict(images, verbose=0) - ref).mean() / np.abs(ref).mean()
+    assert err < {"w8a8": 0.02, "w4a4": 0.3, "w2a2": 1.5, "w4a32": 0.3}[policy]
+
+
+def test_quantized_activations_lie_on_their_grid(small_cnn, images):
+    q = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
+    slots = [s for s in quantizer_slots(q) if s.kind == "output"]
+    probe = keras.Model(q.inputs, [s.layer.output for s in slots])
+    for slot, out in zip(slots, probe.predict(images[:8], verbose=0)):
+        scale = slot.variables["scale"].numpy()
+        zp = slot.variables["zero_point"].numpy()
+        codes = out / scale + zp
+        np.testing.assert_allclose(codes, np.round(codes), atol=2e-3)
+        assert codes.min() >= -8 - 1e-3 and codes.max() <= 7 + 1e-3
+
+
+def test_fused_relu_quantized_once_and_avgpool_tied(small_cnn, images):
+    q = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
+    outputs = {s.layer_name for s in quantizer_slots(q) if s.kind == "output"}
+    assert {"r1", "r2", "r3", "ap", "gap", "fc"} <= outputs
+    assert "c1" not in outputs and "add" not in outputs and "mp" not in outputs
+    slots = {s.layer_name: s for s in quantizer_slots(q) if s.kind == "output"}
+    assert slots["ap"].variables["scale"].numpy() == slots["r3"].variables["scale"].numpy()
+
+
+def test_policy_overrides_per_layer(small_cnn, images):
+    policy = BitPolicy.uniform(4, 8).with_override("pw", weight_bits=2).with_override(
+        "r2", activation_bits=4)
+    q = tfq_tiny.quantize_model(small_cnn, policy, calibration_data=images)
+    bits = {(s.layer_name, s.kind): s.quantizer.num_bits for s in quantizer_slots(q)}
+    assert bits[("pw", "weight")] == 2 and bits[("c1", "weight")] == 4
+    assert bits[("r2", "output")] == 4 and bits[("r1", "output")] == 8
+
+
+def test_policy_json_round_trip_and_shorthand():
+    policy = BitPolicy(4, 8, {"conv": {"weight_bits": 2}, "relu": {"activation_bits": None}})
+    assert BitPolicy.from_json(policy.to_json()) == policy
+    assert BitPolicy.parse(json.loads(policy.to_json())) == policy
+    assert BitPolicy.parse("w4a4") == BitPolicy.uniform(4, 4)
+    assert BitPolicy.parse("W2A8") == BitPolicy(2, 8)
+    assert BitPolicy.parse("w4a32").activation_bits is None
+    with pytest.raises(ValueError, match="shorthand"):
+        BitPolicy.parse("int4")
+    with pytest.raises(BitWidthError):
+        BitPolicy(1, 8)
+    with pytest.raises(BitWidthError):
+        BitPolicy(4, 4, {"x": {"weight_bits": 16}})
+
+
+def test_save_load_round_trip(small_cnn, images, tmp_path):
+    q = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
+    expected = q.predict(images, verbose=0)
+    for path in (tmp_path / "q.h5", tmp_path / "q_savedmodel"):
+        tfq_tiny.save_model(q, path)
+        loaded = tfq_tiny.load_model(path)
+        np.testing.assert_array_equal(loaded.predict(images, verbose=0), expected)
+    with pytest.raises(ValueError, match="h5"):
+        tfq_tiny.save_model(q, tmp_path / "q.keras")
+
+
+def test_annotated_layer_uses_hand_picked_config(small_conv1d, signals):
+    layers = keras.layers
+    i = keras.Input((32, 4))
+    x = tfq_tiny.quantize_annotate_layer(
+        layers.Conv1D(4, 3, name="c1"),
+        WeightLayerQuantizeConfig("kernel", (-1,), weight_bits=3, activation_bits=6))(i)
+    x = tfq_tiny.quantize_annotate_layer(layers.ReLU(name="r"), OutputQuantizeConfig(5))(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(2, name="fc")(x)
+    q = tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=signals)
+    bits = {(s.layer_name, s.kind): s.quantizer.num_bits for s in quantizer_slots(q)}
+    assert bits[("c1", "weight")] == 3 and bits[("c1", "output")] == 6
+    assert bits[("r", "output")] == 5 and bits[("fc", "weight")] == 8
+    with tfq_tiny.quantize_scope():
+        config = WeightLayerQuantizeConfig.from_config(
+            q.get_layer("quant_c1").quantize_config.get_config())
+    assert config == q.get_layer("quant_c1").quantize_config
+
+
+def test_conv1d_model_quantizes(small_conv1d, signals):
+    q = tfq_tiny.quantize_model(small_conv1d, "w8a8", calibration_data=signals)
+    ref = small_conv1d.predict(signals, verbose=0)
+    assert np.abs(q.predict(signals, verbose=0) - ref).mean() < 0.05 * np.abs(ref).mean()
+
+
+def test_unsupported_layer_is_named(images):
+    i = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(i)
+    x = keras.layers.LayerNormalization(name="my_layernorm")(x)
+    model = keras.Model(i, x)
+    with pytest.raises(UnsupportedLayerError, match="my_layernorm.*LayerNormalization"):
+        tfq_tiny.quantize_model(model, "w8a8", calibration_data=images)
+    i = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="tanh", name="tanh_conv")(i)
+    with pytest.raises(UnsupportedLayerError, match="tanh_conv.*tanh"):
+        tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=images)
+
+
+def test_keras3_model_rejected_with_advice():
+    import keras as keras3
+
+    model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
+    with pytest.raises(ModelFormatError, match="tf_keras"):
+        tfq_tiny.quantize_model(model, "w8a8", calibration_data=np.zeros((4, 4)))
+
+
+def test_subclassed_and_unbuilt_models_rejected():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ModelFormatError, match="subclassed"):
+        tfq_tiny.quantize_model(Sub(), "w8a8", calibration_data=np.zeros((4, 4)))
+    with pytest.raises(ModelFormatError, match="input shape"):
+        tfq_tiny.quantize_model(keras.Sequential([keras.layers.Dense(2)]), "w8a8")
+
+
+@pytest.mark.parametrize("data, match", [
+    (None, "required"),
+    (np.zeros((0, 16, 16, 3), "float32"), "empty"),
+    (np.full((4, 16, 16, 3), np.nan, "float32"), "NaN"),
+    (np.full((4, 16, 16, 3), np.inf, "float32"), "NaN or Inf"),
+    (np.zeros((4, 8, 8, 3), "float32"), "shape"),
+])
+def test_bad_calibration_data(small_cnn, data, match):
+    with pytest.raises(CalibrationDataError, match=match):
+        tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=data)
+
+
+def test_weights_only_needs_no_data(small_cnn):
+    q = tfq_tiny.quantize_model(small_cnn, "w4a32")
+    assert {s.kind for s in quantizer_slots(q)} == {"weight"}
+
+
+def test_dataset_calibration_matches_array(small_cnn, images):
+    from tfq_tiny._compat import tf
+
+    a = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images)))).batch(16)
+    b = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=ds)
+    np.testing.assert_allclose(a.predict(images, verbose=0), b.predict(images, verbose=0),
+                               atol=1e-6)
