@@ -1,0 +1,146 @@
+"""Corrupted flatbuffers must fail cleanly: loading or running one either works or raises a
+tfq_tiny error (ModelFileError and friends), never IndexError, struct.error or a crash."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tfq_tiny._compat import keras, tf
+from tfq_tiny.errors import TfqError
+from tfq_tiny.export import flatbuffer
+from tfq_tiny.runtime.interpreter import Interpreter
+
+L = keras.layers
+
+
+def make_model_bytes():
+    """A small int8 model touching most builtins: conv, depthwise, add, pools, mean, dense, softmax."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2), batch_size=1)
+    a = L.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    b = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(inp)
+    y = L.MaxPooling2D(2)(L.Add()([a, b]))
+    g = L.GlobalAveragePooling2D()(y)
+    f = L.Dense(4)(L.Flatten()(L.AveragePooling2D(3)(y)))
+    out = L.Softmax()(L.Add()([L.Dense(4)(g), f]))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+
+    def representative():
+        for _ in range(8):
+            yield [rng.normal(size=(1, 6, 6, 2)).astype(np.float32)]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.fixture(scope="module")
+def model_bytes():
+    return make_model_bytes()
+
+
+def load_and_run(data, rng):
+    """Return 'ok' or 'rejected'; any exception that is not a TfqError propagates."""
+    try:
+        shim = Interpreter(model_content=bytes(data))
+        for d in shim.get_input_details():
+            if d["dtype"] == np.float32:
+                value = rng.normal(size=d["shape"]).astype(np.float32)
+            else:
+                lo, hi = (-128, 128) if d["bits"] == 8 else (-(1 << (d["bits"] - 1)), 1 << (d["bits"] - 1))
+                value = rng.integers(lo, hi, size=d["shape"]).astype(d["dtype"])
+            shim.set_tensor(d["index"], value)
+        shim.invoke()
+        for t in shim.tensors:
+            shim.get_tensor(t["index"])
+        return "ok"
+    except TfqError:
+        return "rejected"
+
+
+def mutate(data, rng):
+    data = bytearray(data)
+    kind = rng.integers(4)
+    if kind == 0:
+        for _ in range(rng.integers(1, 9)):
+            pos = rng.integers(len(data))
+            data[pos] ^= 1 << int(rng.integers(8))
+    elif kind == 1:
+        for _ in range(rng.integers(1, 5)):
+            pos = rng.integers(len(data))
+            data[pos] = int(rng.choice([0x00, 0xFF, 0x7F, 0x80, rng.integers(256)]))
+    elif kind == 2:
+        data = data[: rng.integers(len(data))]
+    else:
+        pos = rng.integers(max(len(data) - 4, 1))
+        data[pos:pos + 4] = int(rng.integers(-(1 << 31), 1 << 31)).to_bytes(4, "little", signed=True)
+    return bytes(data), ["bit flips", "byte overwrites", "truncation", "int32 overwrite"][kind]
+
+
+def test_valid_model_loads_and_runs(model_bytes):
+    assert load_and_run(model_bytes, np.random.default_rng(0)) == "ok"
+
+
+def test_seeded_mutations_only_raise_tfq_errors(model_bytes):
+    rng = np.random.default_rng(1234)
+    outcomes = {"ok": 0, "rejected": 0}
+    for case in range(2400):
+        mutated, kind = mutate(model_bytes, rng)
+        try:
+            outcomes[load_and_run(mutated, rng)] += 1
+        except Exception as exc:
+            pytest.fail(f"case {case} ({kind}) raised {type(exc).__name__}: {exc}")
+    assert outcomes["rejected"] > 500 and outcomes["ok"] > 100, outcomes
+
+
+def test_structured_mutations_through_the_object_api(model_bytes):
+    """Valid flatbuffers with wrong contents: indices, shapes, types and options out of range."""
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        model = flatbuffer.read_model(model_bytes)
+        graph = model.subgraphs[0]
+        choice = rng.integers(7)
+        op = graph.operators[rng.integers(len(graph.operators))]
+        tensor = graph.tensors[rng.integers(len(graph.tensors))]
+        bad = int(rng.choice([-2, -1, 0, 1, 3, 255, 10**6]))
+        if choice == 0:
+            op.inputs[rng.integers(len(op.inputs))] = bad
+        elif choice == 1:
+            op.outputs[0] = bad
+        elif choice == 2:
+            tensor.shape[rng.integers(len(tensor.shape))] = bad if len(tensor.shape) else 0
+        elif choice == 3:
+            tensor.type = int(rng.integers(0, 22))
+        elif choice == 4:
+            tensor.buffer = bad
+        elif choice == 5:
+            op.opcodeIndex = bad
+        elif op.builtinOptions is not None:
+            fields = [k for k, v in vars(op.builtinOptions).items() if isinstance(v, (int, float))]
+            if fields:
+                setattr(op.builtinOptions, fields[rng.integers(len(fields))], bad)
+        try:
+            data = flatbuffer.write_model(model)
+        except Exception:
+            continue
+        try:
+            load_and_run(data, rng)
+        except Exception as exc:
+            pytest.fail(f"structured case {case} (choice {choice}) raised {type(exc).__name__}: {exc}")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_hypothesis_byte_edits(model_bytes, data):
+    edits = data.draw(st.lists(st.tuples(st.integers(0, len(model_bytes) - 1), st.integers(0, 255)),
+                               min_size=1, max_size=6))
+    cut = data.draw(st.integers(8, len(model_bytes)))
+    buf = bytearray(model_bytes)
+    for pos, value in edits:
+        buf[pos] = value
+    load_and_run(bytes(buf[:cut]), np.random.default_rng(0))
