@@ -1,0 +1,643 @@
+// Thin TFLM wrappers around the tflm_ext core kernels (see tfq_ops.h and
+// tflm_ext/README.md for the operator contract).
+//
+//   Init:    parse the flexbuffer custom options into a persistent OpData.
+//   Prepare: check tensor types/sizes/quantization, derive the fixed-point
+//            parameters exactly as TFLM's builtin int8 kernels do (per-channel
+//            QuantizeMultiplier of input_scale * filter_scale / output_scale;
+//            ADD's left_shift 20 scheme), compute SAME/VALID padding.
+//   Eval:    wrap the eval tensors as packed views and call the core kernel.
+//            No allocation, no scratch buffer.
+#include "tfq_ops.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <new>
+
+#include "flatbuffers/flexbuffers.h"
+#include "tensorflow/lite/micro/kernels/kernel_util.h"
+#include "tensorflow/lite/micro/micro_context.h"
+#include "tensorflow/lite/micro/micro_log.h"
+
+#include "../core/tfq_kernels.h"
+
+namespace tfq_tflm {
+namespace {
+
+// ---- options -------------------------------------------------------------------
+
+enum Padding : int32_t { kPaddingMissing = 0, kPaddingSame = 1, kPaddingValid = 2 };
+
+struct Options {
+  int32_t stride_h = 1, stride_w = 1;
+  int32_t dilation_h = 1, dilation_w = 1;
+  int32_t filter_h = 0, filter_w = 0;  // pools
+  int32_t depth_multiplier = 1;
+  int32_t padding = kPaddingMissing;
+  int32_t input_bits = 8, input2_bits = 8, weight_bits = 8, output_bits = 8;
+  bool has_act_min = false, has_act_max = false;
+  int32_t act_min = 0, act_max = 0;
+  bool bad_options = false;  // a key of the wrong type / unparsable map
+};
+
+struct OpData {
+  Options opt;
+  // Derived in Prepare (only the member of the op's kind is used).
+  union {
+    tfq::ConvParams conv;
+    tfq::DepthwiseParams depthwise;
+    tfq::FullyConnectedParams fc;
+    tfq::AddParams add;
+    tfq::PoolParams pool;
+  } params;
+  int32_t* multiplier;  // per output channel, persistent arena
+  int32_t* shift;
+  int32_t quant_count;
+};
+
+bool ReadInt(const flexbuffers::Map& map, const char* key, int32_t* out,
+             bool* present, Options* opt) {
+  const flexbuffers::Reference ref = map[key];
+  if (ref.IsNull()) return false;
+  if (!ref.IsIntOrUint()) {
+    opt->bad_options = true;
+    return false;
+  }
+  *out = ref.AsInt32();
+  if (present != nullptr) *present = true;
+  return true;
+}
+
+void ParseOptions(const char* buffer, size_t length, Options* opt) {
+  if (buffer == nullptr || length == 0) {
+    opt->bad_options = true;  // every tfq op needs at least its bit widths
+    return;
+  }
+  const flexbuffers::Reference root =
+      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length);
+  if (!root.IsMap()) {
+    opt->bad_options = true;
+    return;
+  }
+  const flexbuffers::Map map = root.AsMap();
+  ReadInt(map, "stride_h", &opt->stride_h, nullptr, opt);
+  ReadInt(map, "stride_w", &opt->stride_w, nullptr, opt);
+  ReadInt(map, "dilation_h", &opt->dilation_h, nullptr, opt);
+  ReadInt(map, "dilation_w", &opt->dilation_w, nullptr, opt);
+  ReadInt(map, "filter_h", &opt->filter_h, nullptr, opt);
+  ReadInt(map, "filter_w", &opt->filter_w, nullptr, opt);
+  ReadInt(map, "depth_multiplier", &opt->depth_multiplier, nullptr, opt);
+  ReadInt(map, "input_bits", &opt->input_bits, nullptr, opt);
+  opt->input2_bits = opt->input_bits;  // ADD: input2_bits defaults to input_bits
+  ReadInt(map, "input2_bits", &opt->input2_bits, nullptr, opt);
+  ReadInt(map, "weight_bits", &opt->weight_bits, nullptr, opt);
+  ReadInt(map, "output_bits", &opt->output_bits, nullptr, opt);
+  ReadInt(map, "act_min", &opt->act_min, &opt->has_act_min, opt);
+  ReadInt(map, "act_max", &opt->act_max, &opt->has_act_max, opt);
+  const flexbuffers::Reference padding = map["padding"];
+  if (!padding.IsNull()) {
+    if (!padding.IsString()) {
+      opt->bad_options = true;
+    } else if (std::strcmp(padding.AsString().c_str(), "SAME") == 0) {
+      opt->padding = kPaddingSame;
+    } else if (std::strcmp(padding.AsString().c_str(), "VALID") == 0) {
+      opt->padding = kPaddingValid;
+    } else {
+      opt->bad_options = true;
+    }
+  }
+}
+
+void* Init(TfLiteContext* context, const char* buffer, size_t length) {
+  void* raw = context->AllocatePersistentBuffer(context, sizeof(OpData));
+  if (raw == nullptr) return nullptr;
+  OpData* data = new (raw) OpData();
+  ParseOptions(buffer, length, &data->opt);
+  return data;
+}
+
+// ---- Prepare helpers -------------------------------------------------------------
+
+// Frees the temporary TfLiteTensors of a Prepare call in reverse order.
+class TempTensors {
+ public:
+  explicit TempTensors(tflite::MicroContext* mc) : mc_(mc) {}
+  ~TempTensors() {
+    for (int i = count_ - 1; i >= 0; --i) mc_->DeallocateTempTfLiteTensor(t_[i]);
+  }
+  TfLiteTensor* Input(const TfLiteNode* node, int index) {
+    if (index >= node->inputs->size || node->inputs->data[index] < 0) return nullptr;
+    return Keep(mc_->AllocateTempInputTensor(node, index));
+  }
+  TfLiteTensor* Output(const TfLiteNode* node, int index) {
+    return Keep(mc_->AllocateTempOutputTensor(node, index));
+  }
+
+ private:
+  TfLiteTensor* Keep(TfLiteTensor* t) {
+    if (t != nullptr && count_ < 4) t_[count_++] = t;
+    return t;
+  }
+  tflite::MicroContext* mc_;
+  TfLiteTensor* t_[4] = {nullptr, nullptr, nullptr, nullptr};
+  int count_ = 0;
+};
+
+#define TFQ_ENSURE(op, cond, msg)                         \
+  do {                                                    \
+    if (!(cond)) {                                        \
+      MicroPrintf("%s: %s", op, msg);                     \
+      return kTfLiteError;                                \
+    }                                                     \
+  } while (0)
+
+int64_t NumElements(const TfLiteIntArray* dims) {
+  int64_t n = 1;
+  for (int i = 0; i < dims->size; ++i) n *= dims->data[i];
+  return n;
+}
+
+// Packed tensors may be typed INT8 (packed bytes of any width, or plain
+// int8), UINT8 (raw bytes) or INT4 (width 4); with TFQ_ACCEPT_TFLITE_INT2,
+// also INT2 (width 2). The tensor must hold at least the packed byte count.
+bool StorageOk(const TfLiteTensor* t, int32_t bits) {
+  if (!tfq::IsSupportedBits(bits)) return false;
+  bool type_ok = t->type == kTfLiteInt8 || t->type == kTfLiteUInt8 ||
+                 (t->type == kTfLiteInt4 && bits == 4);
+#ifdef TFQ_ACCEPT_TFLITE_INT2
+  type_ok = type_ok || (t->type == kTfLiteInt2 && bits == 2);
+#endif
+  const int64_t n = NumElements(t->dims);
+  return type_ok && n > 0 &&
+         static_cast<uint64_t>(t->bytes) >=
+             tfq::PackedBytes(static_cast<uint64_t>(n), bits);
+}
+
+// Per-tensor or per-channel affine quantization parameters.
+const TfLiteAffineQuantization* Affine(const TfLiteTensor* t) {
+  if (t->quantization.type != kTfLiteAffineQuantization) return nullptr;
+  const auto* q =
+      static_cast<const TfLiteAffineQuantization*>(t->quantization.params);
+  if (q == nullptr || q->scale == nullptr || q->zero_point == nullptr ||
+      q->scale->size < 1 || q->zero_point->size < 1) {
+    return nullptr;
+  }
+  return q;
+}
+
+// TFLM's QuantizeMultiplier (double rounding build): real = m * 2^(shift-31).
+void QuantizeMultiplier(double real, int32_t* multiplier, int32_t* shift) {
+  if (real == 0.0) {
+    *multiplier = 0;
+    *shift = 0;
+    return;
+  }
+  int exponent = 0;
+  const double q = std::frexp(real, &exponent);
+  int64_t q_fixed = static_cast<int64_t>(std::round(q * (1LL << 31)));
+  if (q_fixed == (1LL << 31)) {
+    q_fixed /= 2;
+    ++exponent;
+  }
+  if (exponent < -31) {
+    exponent = 0;
+    q_fixed = 0;
+  }
+  *multiplier = static_cast<int32_t>(q_fixed);
+  *shift = exponent;
+}
+
+// Activation range: options act_min/act_max (the converter folds NONE/RELU/
+// RELU6 into them), defaulting to the output's full bit range.
+void ActRange(const Options& opt, int32_t* act_min, int32_t* act_max) {
+  *act_min = opt.has_act_min ? opt.act_min : tfq::QMin(opt.output_bits);
+  *act_max = opt.has_act_max ? opt.act_max : tfq::QMax(opt.output_bits);
+}
+
+bool InRange(int32_t v, int32_t bits) {
+  return v >= tfq::QMin(bits) && v <= tfq::QMax(bits);
+}
+
+// Zero points inside their tensors' ranges, act range inside the output's.
+TfLiteStatus CheckRanges(const char* op, int32_t input_zp, int32_t input_bits,
+                         int32_t output_zp, const Options& opt) {
+  int32_t act_min = 0, act_max = 0;
+  ActRange(opt, &act_min, &act_max);
+  TFQ_ENSURE(op, InRange(input_zp, input_bits), "input zero point outside input_bits");
+  TFQ_ENSURE(op, InRange(output_zp, opt.output_bits),
+             "output zero point outside output_bits");
+  TFQ_ENSURE(op, act_min <= act_max && InRange(act_min, opt.output_bits) &&
+                     InRange(act_max, opt.output_bits),
+             "act_min/act_max outside output_bits");
+  return kTfLiteOk;
+}
+
+// TFLM's ComputePaddingHeightWidth for one dimension.
+bool SpatialPadding(int32_t padding, int32_t in, int32_t k, int32_t stride,
+                    int32_t dilation, int32_t* pad, int32_t* out) {
+  if (stride < 1 || dilation < 1 || k < 1) return false;
+  const int64_t eff = (static_cast<int64_t>(k) - 1) * dilation + 1;
+  int64_t o = 0;
+  if (padding == kPaddingSame) {
+    o = (static_cast<int64_t>(in) + stride - 1) / stride;
+  } else if (padding == kPaddingValid) {
+    o = (static_cast<int64_t>(in) + stride - eff) / stride;
+  } else {
+    return false;
+  }
+  const int64_t total = (o - 1) * stride + eff - in;
+  *pad = static_cast<int32_t>(total > 0 ? total / 2 : 0);
+  *out = static_cast<int32_t>(o);
+  return o > 0;
+}
+
+// Shared Prepare of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED:
+// quantization of input, filter (per channel, zero point 0), bias, output;
+// fills data->multiplier/shift for `channels` output channels.
+TfLiteStatus PrepareWeighted(const char* op, TfLiteContext* context,
+                             OpData* data, const TfLiteTensor* input,
+                             const TfLiteTensor* filter,
+                             const TfLiteTensor* bias,
+                             const TfLiteTensor* output, int32_t channels,
+                             int32_t* input_zp, int32_t* output_zp) {
+  const Options& opt = data->opt;
+  TFQ_ENSURE(op, StorageOk(input, opt.input_bits),
+             "input type/size does not fit input_bits");
+  TFQ_ENSURE(op, StorageOk(filter, opt.weight_bits),
+             "filter type/size does not fit weight_bits");
+  TFQ_ENSURE(op, StorageOk(output, opt.output_bits),
+             "output type/size does not fit output_bits");
+  TFQ_ENSURE(op, channels > 0, "no output channels");
+  if (bias != nullptr) {
+    TFQ_ENSURE(op, bias->type == kTfLiteInt32 && NumElements(bias->dims) == channels,
+               "bias must be int32 with one value per output channel");
+  }
+  const TfLiteAffineQuantization* qi = Affine(input);
+  const TfLiteAffineQuantization* qf = Affine(filter);
+  const TfLiteAffineQuantization* qo = Affine(output);
+  TFQ_ENSURE(op, qi != nullptr && qf != nullptr && qo != nullptr,
+             "input, filter and output need affine quantization parameters");
+  TFQ_ENSURE(op, qf->scale->size == channels || qf->scale->size == 1,
+             "filter needs one scale per output channel (or one)");
+  for (int i = 0; i < qf->zero_point->size; ++i) {
+    TFQ_ENSURE(op, qf->zero_point->data[i] == 0,
+               "filter zero points must be 0 (symmetric weights)");
+  }
+  *input_zp = qi->zero_point->data[0];
+  *output_zp = qo->zero_point->data[0];
+  TF_LITE_ENSURE_OK(context, CheckRanges(op, *input_zp, opt.input_bits, *output_zp, opt));
+  data->multiplier = static_cast<int32_t*>(
+      context->AllocatePersistentBuffer(context, channels * sizeof(int32_t)));
+  data->shift = static_cast<int32_t*>(
+      context->AllocatePersistentBuffer(context, channels * sizeof(int32_t)));
+  TFQ_ENSURE(op, data->multiplier != nullptr && data->shift != nullptr,
+             "arena too small for per-channel multipliers");
+  data->quant_count = channels;
+  const double input_scale = static_cast<double>(qi->scale->data[0]);
+  const double output_scale = static_cast<double>(qo->scale->data[0]);
+  for (int32_t c = 0; c < channels; ++c) {
+    const double filter_scale =
+        static_cast<double>(qf->scale->data[qf->scale->size == 1 ? 0 : c]);
+    QuantizeMultiplier(input_scale * filter_scale / output_scale,
+                       &data->multiplier[c], &data->shift[c]);
+  }
+  return kTfLiteOk;
+}
+
+// ---- Eval helpers ----------------------------------------------------------------
+
+template <typename View, typename Eval>
+bool MakeView(Eval* t, int32_t bits, int32_t want_rank, View* view) {
+  if (t == nullptr || t->dims == nullptr || t->dims->size > tfq::kMaxRank ||
+      t->dims->size < 1 || (want_rank > 0 && t->dims->size != want_rank)) {
+    return false;
+  }
+  view->data = static_cast<decltype(view->data)>(t->data.data);
+  view->bits = bits;
+  view->rank = t->dims->size;
+  int64_t n = 1;
+  for (int i = 0; i < view->rank; ++i) {
+    view->dims[i] = t->dims->data[i];
+    n *= t->dims->data[i] > 0 ? t->dims->data[i] : 0;
+  }
+  // Prepare checked that the tensor holds this many bytes.
+  view->bytes = tfq::IsSupportedBits(bits)
+                    ? static_cast<size_t>(tfq::PackedBytes(static_cast<uint64_t>(n), bits))
+                    : 0;
+  return true;
+}
+
+TfLiteStatus Report(const char* op, tfq::Status status) {
+  if (status == tfq::kOk) return kTfLiteOk;
+  MicroPrintf("%s: %s", op, tfq::StatusString(status));
+  return kTfLiteError;
+}
+
+const TfLiteEvalTensor* OptionalInput(const TfLiteContext* context,
+                                      const TfLiteNode* node, int index) {
+  if (index >= node->inputs->size) return nullptr;
+  return tflite::micro::GetEvalInput(context, node, index);
+}
+
+// ---- CONV_2D / DEPTHWISE_CONV_2D ---------------------------------------------------
+
+template <bool kDepthwise>
+TfLiteStatus PrepareConv(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kDepthwise ? kDepthwiseConv2DName : kConv2DName;
+  OpData* data = static_cast<OpData*>(node->user_data);
+  TFQ_ENSURE(op, data != nullptr, "no op data");
+  const Options& opt = data->opt;
+  TFQ_ENSURE(op, !opt.bad_options, "custom options missing or malformed");
+  TFQ_ENSURE(op, node->inputs->size == 2 || node->inputs->size == 3,
+             "expects inputs (input, filter[, bias])");
+  TFQ_ENSURE(op, node->outputs->size == 1, "expects one output");
+  TempTensors temps(tflite::GetMicroContext(context));
+  const TfLiteTensor* input = temps.Input(node, 0);
+  const TfLiteTensor* filter = temps.Input(node, 1);
+  const TfLiteTensor* bias = temps.Input(node, 2);
+  const TfLiteTensor* output = temps.Output(node, 0);
+  TFQ_ENSURE(op, input != nullptr && filter != nullptr && output != nullptr,
+             "missing tensor");
+  TFQ_ENSURE(op, input->dims->size == 4 && filter->dims->size == 4 &&
+                     output->dims->size == 4,
+             "input, filter and output must be 4-D");
+  const int32_t channels = kDepthwise ? filter->dims->data[3] : filter->dims->data[0];
+  int32_t input_zp = 0, output_zp = 0;
+  TF_LITE_ENSURE_OK(context, PrepareWeighted(op, context, data, input, filter, bias,
+                                             output, channels, &input_zp, &output_zp));
+  int32_t pad_h = 0, pad_w = 0, out_h = 0, out_w = 0;
+  TFQ_ENSURE(op,
+             SpatialPadding(opt.padding, input->dims->data[1], filter->dims->data[1],
+                            opt.stride_h, opt.dilation_h, &pad_h, &out_h) &&
+                 SpatialPadding(opt.padding, input->dims->data[2],
+                                filter->dims->data[2], opt.stride_w, opt.dilation_w,
+                                &pad_w, &out_w),
+             "bad padding/stride/dilation options");
+  TFQ_ENSURE(op, out_h == output->dims->data[1] && out_w == output->dims->data[2],
+             "output height/width do not match padding and strides");
+  int32_t act_min = 0, act_max = 0;
+  ActRange(opt, &act_min, &act_max);
+  if (kDepthwise) {
+    data->params.depthwise = tfq::DepthwiseParams{
+        opt.stride_h, opt.stride_w, opt.dilation_h, opt.dilation_w, pad_h, pad_w,
+        opt.depth_multiplier, -input_zp, output_zp, act_min, act_max};
+  } else {
+    data->params.conv = tfq::ConvParams{opt.stride_h, opt.stride_w, opt.dilation_h,
+                                        opt.dilation_w, pad_h, pad_w, -input_zp,
+                                        output_zp, act_min, act_max};
+  }
+  return kTfLiteOk;
+}
+
+template <bool kDepthwise>
+TfLiteStatus EvalConv(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kDepthwise ? kDepthwiseConv2DName : kConv2DName;
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const Options& opt = data->opt;
+  tfq::ConstTensor in{}, filter{};
+  tfq::Tensor out{};
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, 4, &in) ||
+      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.weight_bits, 4,
+                &filter) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, 4,
+                &out)) {
+    return Report(op, tfq::kErrBadRank);
+  }
+  const TfLiteEvalTensor* bias_t = OptionalInput(context, node, 2);
+  const tfq::Bias bias{
+      bias_t != nullptr ? static_cast<const int32_t*>(bias_t->data.data) : nullptr,
+      data->quant_count};
+  const tfq::Requant rq{data->multiplier, data->shift, data->quant_count};
+  return Report(op, kDepthwise ? tfq::DepthwiseConvPerChannel(data->params.depthwise,
+                                                              rq, in, filter, bias, out)
+                               : tfq::ConvPerChannel(data->params.conv, rq, in, filter,
+                                                     bias, out));
+}
+
+// ---- FULLY_CONNECTED ---------------------------------------------------------------
+
+TfLiteStatus PrepareFullyConnected(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kFullyConnectedName;
+  OpData* data = static_cast<OpData*>(node->user_data);
+  TFQ_ENSURE(op, data != nullptr, "no op data");
+  TFQ_ENSURE(op, !data->opt.bad_options, "custom options missing or malformed");
+  TFQ_ENSURE(op, node->inputs->size == 2 || node->inputs->size == 3,
+             "expects inputs (input, filter[, bias])");
+  TempTensors temps(tflite::GetMicroContext(context));
+  const TfLiteTensor* input = temps.Input(node, 0);
+  const TfLiteTensor* filter = temps.Input(node, 1);
+  const TfLiteTensor* bias = temps.Input(node, 2);
+  const TfLiteTensor* output = temps.Output(node, 0);
+  TFQ_ENSURE(op, input != nullptr && filter != nullptr && output != nullptr,
+             "missing tensor");
+  TFQ_ENSURE(op, filter->dims->size == 2, "filter must be [out, in]");
+  const int32_t channels = filter->dims->data[0];
+  const int32_t depth = filter->dims->data[1];
+  const int64_t in_count = NumElements(input->dims);
+  TFQ_ENSURE(op, depth > 0 && in_count % depth == 0 &&
+                     NumElements(output->dims) == (in_count / depth) * channels,
+             "input/output sizes do not match the filter");
+  int32_t input_zp = 0, output_zp = 0;
+  TF_LITE_ENSURE_OK(context, PrepareWeighted(op, context, data, input, filter, bias,
+                                             output, channels, &input_zp, &output_zp));
+  int32_t act_min = 0, act_max = 0;
+  ActRange(data->opt, &act_min, &act_max);
+  data->params.fc = tfq::FullyConnectedParams{-input_zp, output_zp, act_min, act_max};
+  return kTfLiteOk;
+}
+
+TfLiteStatus EvalFullyConnected(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kFullyConnectedName;
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const Options& opt = data->opt;
+  tfq::ConstTensor in{}, filter{};
+  tfq::Tensor out{};
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, 0, &in) ||
+      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.weight_bits, 2,
+                &filter) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, 0,
+                &out)) {
+    return Report(op, tfq::kErrBadRank);
+  }
+  // TFLM semantics: any input rank, batches = elements / depth.
+  const int32_t depth = filter.dims[1];
+  int64_t in_count = 1;
+  for (int i = 0; i < in.rank; ++i) in_count *= in.dims[i];
+  const int32_t batches = depth > 0 ? static_cast<int32_t>(in_count / depth) : 0;
+  in.rank = 2;
+  in.dims[0] = batches;
+  in.dims[1] = depth;
+  out.rank = 2;
+  out.dims[0] = batches;
+  out.dims[1] = filter.dims[0];
+  const TfLiteEvalTensor* bias_t = OptionalInput(context, node, 2);
+  const tfq::Bias bias{
+      bias_t != nullptr ? static_cast<const int32_t*>(bias_t->data.data) : nullptr,
+      data->quant_count};
+  const tfq::Requant rq{data->multiplier, data->shift, data->quant_count};
+  return Report(op, tfq::FullyConnected(data->params.fc, rq, in, filter, bias, out));
+}
+
+// ---- ADD ---------------------------------------------------------------------------
+
+TfLiteStatus PrepareAdd(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kAddName;
+  OpData* data = static_cast<OpData*>(node->user_data);
+  TFQ_ENSURE(op, data != nullptr, "no op data");
+  const Options& opt = data->opt;
+  TFQ_ENSURE(op, !opt.bad_options, "custom options missing or malformed");
+  TFQ_ENSURE(op, node->inputs->size == 2 && node->outputs->size == 1,
+             "expects two inputs and one output");
+  TempTensors temps(tflite::GetMicroContext(context));
+  const TfLiteTensor* in1 = temps.Input(node, 0);
+  const TfLiteTensor* in2 = temps.Input(node, 1);
+  const TfLiteTensor* output = temps.Output(node, 0);
+  TFQ_ENSURE(op, in1 != nullptr && in2 != nullptr && output != nullptr, "missing tensor");
+  TFQ_ENSURE(op, StorageOk(in1, opt.input_bits) && StorageOk(in2, opt.input2_bits) &&
+                     StorageOk(output, opt.output_bits),
+             "tensor type/size does not fit the bit widths");
+  const TfLiteAffineQuantization* q1 = Affine(in1);
+  const TfLiteAffineQuantization* q2 = Affine(in2);
+  const TfLiteAffineQuantization* qo = Affine(output);
+  TFQ_ENSURE(op, q1 != nullptr && q2 != nullptr && qo != nullptr,
+             "tensors need affine quantization parameters");
+  // TFLM's int8 ADD: both inputs rescaled to 2 * max(s1, s2) with 20 bits of
+  // headroom, then to the output scale.
+  const int32_t left_shift = 20;
+  const double s1 = static_cast<double>(q1->scale->data[0]);
+  const double s2 = static_cast<double>(q2->scale->data[0]);
+  const double so = static_cast<double>(qo->scale->data[0]);
+  const double twice_max = 2.0 * (s1 > s2 ? s1 : s2);
+  const double real1 = s1 / twice_max;
+  const double real2 = s2 / twice_max;
+  const double real_out = twice_max / ((1 << left_shift) * so);
+  TFQ_ENSURE(op, real1 > 0.0 && real1 < 1.0 && real2 > 0.0 && real2 < 1.0 &&
+                     real_out > 0.0 && real_out < 1.0,
+             "scales give a rescaling multiplier outside (0, 1)");
+  TF_LITE_ENSURE_OK(context, CheckRanges(op, q1->zero_point->data[0], opt.input_bits,
+                                         qo->zero_point->data[0], opt));
+  TF_LITE_ENSURE_OK(context, CheckRanges(op, q2->zero_point->data[0], opt.input2_bits,
+                                         qo->zero_point->data[0], opt));
+  tfq::AddParams& p = data->params.add;
+  p.input1_offset = -q1->zero_point->data[0];
+  p.input2_offset = -q2->zero_point->data[0];
+  p.output_offset = qo->zero_point->data[0];
+  p.left_shift = left_shift;
+  QuantizeMultiplier(real1, &p.input1_multiplier, &p.input1_shift);
+  QuantizeMultiplier(real2, &p.input2_multiplier, &p.input2_shift);
+  QuantizeMultiplier(real_out, &p.output_multiplier, &p.output_shift);
+  ActRange(opt, &p.act_min, &p.act_max);
+  return kTfLiteOk;
+}
+
+TfLiteStatus EvalAdd(TfLiteContext* context, TfLiteNode* node) {
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const Options& opt = data->opt;
+  tfq::ConstTensor in1{}, in2{};
+  tfq::Tensor out{};
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, 0, &in1) ||
+      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.input2_bits, 0, &in2) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, 0, &out)) {
+    return Report(kAddName, tfq::kErrBadRank);
+  }
+  return Report(kAddName, tfq::Add(data->params.add, in1, in2, out));
+}
+
+// ---- AVERAGE_POOL_2D / MAX_POOL_2D ---------------------------------------------------
+
+template <bool kAverage>
+TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kAverage ? kAveragePool2DName : kMaxPool2DName;
+  OpData* data = static_cast<OpData*>(node->user_data);
+  TFQ_ENSURE(op, data != nullptr, "no op data");
+  const Options& opt = data->opt;
+  TFQ_ENSURE(op, !opt.bad_options, "custom options missing or malformed");
+  TFQ_ENSURE(op, node->inputs->size == 1 && node->outputs->size == 1,
+             "expects one input and one output");
+  TempTensors temps(tflite::GetMicroContext(context));
+  const TfLiteTensor* input = temps.Input(node, 0);
+  const TfLiteTensor* output = temps.Output(node, 0);
+  TFQ_ENSURE(op, input != nullptr && output != nullptr, "missing tensor");
+  TFQ_ENSURE(op, input->dims->size == 4 && output->dims->size == 4,
+             "input and output must be 4-D");
+  TFQ_ENSURE(op, StorageOk(input, opt.input_bits) && StorageOk(output, opt.output_bits),
+             "tensor type/size does not fit the bit widths");
+  const TfLiteAffineQuantization* qi = Affine(input);
+  const TfLiteAffineQuantization* qo = Affine(output);
+  TFQ_ENSURE(op, qi != nullptr && qo != nullptr &&
+                     qi->scale->data[0] == qo->scale->data[0] &&
+                     qi->zero_point->data[0] == qo->zero_point->data[0],
+             "input and output must share scale and zero point");
+  TF_LITE_ENSURE_OK(context, CheckRanges(op, qi->zero_point->data[0], opt.input_bits,
+                                         qi->zero_point->data[0], opt));
+  int32_t pad_h = 0, pad_w = 0, out_h = 0, out_w = 0;
+  TFQ_ENSURE(op,
+             SpatialPadding(opt.padding, input->dims->data[1], opt.filter_h, opt.stride_h,
+                            1, &pad_h, &out_h) &&
+                 SpatialPadding(opt.padding, input->dims->data[2], opt.filter_w,
+                                opt.stride_w, 1, &pad_w, &out_w),
+             "bad filter/padding/stride options");
+  TFQ_ENSURE(op, out_h == output->dims->data[1] && out_w == output->dims->data[2],
+             "output height/width do not match padding and strides");
+  int32_t act_min = 0, act_max = 0;
+  ActRange(opt, &act_min, &act_max);
+  data->params.pool = tfq::PoolParams{opt.filter_h, opt.filter_w, opt.stride_h,
+                                      opt.stride_w, pad_h, pad_w, act_min, act_max};
+  return kTfLiteOk;
+}
+
+template <bool kAverage>
+TfLiteStatus EvalPool(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kAverage ? kAveragePool2DName : kMaxPool2DName;
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  tfq::ConstTensor in{};
+  tfq::Tensor out{};
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), data->opt.input_bits, 4,
+                &in) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), data->opt.output_bits, 4,
+                &out)) {
+    return Report(op, tfq::kErrBadRank);
+  }
+  return Report(op, kAverage ? tfq::AveragePool(data->params.pool, in, out)
+                             : tfq::MaxPool(data->params.pool, in, out));
+}
+
+}  // namespace
+
+const TFLMRegistration* Register_TFQ_CONV_2D() {
+  static const TFLMRegistration r =
+      tflite::micro::RegisterOp(Init, PrepareConv<false>, EvalConv<false>);
+  return &r;
+}
+
+const TFLMRegistration* Register_TFQ_DEPTHWISE_CONV_2D() {
+  static const TFLMRegistration r =
+      tflite::micro::RegisterOp(Init, PrepareConv<true>, EvalConv<true>);
+  return &r;
+}
+
+const TFLMRegistration* Register_TFQ_FULLY_CONNECTED() {
+  static const TFLMRegistration r =
+      tflite::micro::RegisterOp(Init, PrepareFullyConnected, EvalFullyConnected);
+  return &r;
+}
+
+const TFLMRegistration* Register_TFQ_ADD() {
+  static const TFLMRegistration r = tflite::micro::RegisterOp(Init, PrepareAdd, EvalAdd);
+  return &r;
+}
+
+const TFLMRegistration* Register_TFQ_AVERAGE_POOL_2D() {
+  static const TFLMRegistration r =
+      tflite::micro::RegisterOp(Init, PreparePool<true>, EvalPool<true>);
+  return &r;
+}
+
+const TFLMRegistration* Register_TFQ_MAX_POOL_2D() {
+  static const TFLMRegistration r =
+      tflite::micro::RegisterOp(Init, PreparePool<false>, EvalPool<false>);
+  return &r;
+}
+
+}  // namespace tfq_tflm
