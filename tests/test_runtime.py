@@ -2,8 +2,9 @@
 
 Each model is a small tf_keras model converted with full-integer int8 quantization; every
 output is compared element for element. Known difference (asserted, not hidden): LiteRT's
-per-channel FULLY_CONNECTED rounds once (TFLITE_SINGLE_ROUNDING-style) where TFLM rounds
-twice, so Dense outputs may differ from LiteRT by one step; TFLM and the shim agree exactly.
+FULLY_CONNECTED (per-channel and per-tensor) rounds once (TFLITE_SINGLE_ROUNDING-style) where
+TFLM rounds twice, so Dense outputs may differ from LiteRT by one step (a few values in a
+thousand); TFLM and the shim agree exactly everywhere.
 """
 import numpy as np
 import pytest
@@ -334,3 +335,63 @@ def test_kernel_helpers_against_known_values():
     assert list(kernels.quantize([0.5, -0.5, 1.49, -2.5], 1.0, 0)) == [1, -1, 1, -3]
     uniform = kernels.softmax(np.zeros((1, 4), np.int8), input_scale=0.1, beta=1.0)
     assert list(uniform[0]) == [-64] * 4
+
+
+def test_expand_dims_and_squeeze_in_place_of_conv1d_reshapes():
+    """TF lowers expand_dims/squeeze around a 1-D conv to RESHAPE; rewrite them to the real ops."""
+    fb = flatbuffer.schema_fb
+    model_bytes = convert(build(lambda x: L.Conv1D(4, 3, activation="relu")(x), (16, 3)))
+    assert ops_of(model_bytes) == ["RESHAPE", "CONV_2D", "RESHAPE"]
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    model.operatorCodes += [fb.OperatorCodeT(), fb.OperatorCodeT()]
+    for code, builtin in zip(model.operatorCodes[-2:], (fb.BuiltinOperator.EXPAND_DIMS, fb.BuiltinOperator.SQUEEZE)):
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = 1
+    axis_buffer = fb.BufferT()
+    axis_buffer.data = np.array([1], "<i4").view(np.uint8)
+    model.buffers.append(axis_buffer)
+    axis = fb.TensorT()
+    axis.shape, axis.type, axis.buffer, axis.name = np.array([1], np.int32), fb.TensorType.INT32, len(model.buffers) - 1, "axis"
+    graph.tensors.append(axis)
+    expand, _, squeeze = graph.operators
+    expand.opcodeIndex, expand.inputs = len(model.operatorCodes) - 2, np.array([expand.inputs[0], len(graph.tensors) - 1], np.int32)
+    expand.builtinOptionsType, expand.builtinOptions = fb.BuiltinOptions.ExpandDimsOptions, fb.ExpandDimsOptionsT()
+    squeeze.opcodeIndex, squeeze.inputs = len(model.operatorCodes) - 1, np.array([squeeze.inputs[0]], np.int32)
+    squeeze.builtinOptionsType, squeeze.builtinOptions = fb.BuiltinOptions.SqueezeOptions, fb.SqueezeOptionsT()
+    squeeze.builtinOptions.squeezeDims = [1]
+    rewritten = flatbuffer.write_model(model)
+    assert ops_of(rewritten) == ["EXPAND_DIMS", "CONV_2D", "SQUEEZE"]
+    check_model(rewritten, n=200)
+
+
+def test_per_tensor_filter_and_weight_scales():
+    """Per-tensor filters take a different multiplier path in TFLM (FC multiplies scales in float)."""
+    model_bytes = convert(build(lambda x: L.Dense(5, activation="relu")(L.Flatten()(
+        L.DepthwiseConv2D(3, padding="same")(L.Conv2D(4, 3, strides=2)(x)))), (9, 9, 2)))
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    collapsed = 0
+    for op in graph.operators:
+        q = graph.tensors[op.inputs[1]].quantization if len(op.inputs) > 1 else None
+        if q is not None and q.scale is not None and len(q.scale) > 1:
+            q.scale, q.zeroPoint, q.quantizedDimension = q.scale[:1].copy(), q.zeroPoint[:1].copy(), 0
+            collapsed += 1
+    assert collapsed == 3
+    check_model(flatbuffer.write_model(model), n=200, litert_max_step=1)
+
+
+def test_every_intermediate_tensor_matches_litert():
+    model_bytes = convert(build(lambda x: L.MaxPooling2D(2)(L.Add()([
+        L.Conv2D(4, 3, padding="same", activation="relu")(x), L.DepthwiseConv2D(3, padding="same")(x)])),
+        (6, 6, 4)))
+    shim = Interpreter(model_content=model_bytes)
+    lite = tf.lite.Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
+                               experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    lite.allocate_tensors()
+    for x in random_inputs(shim.get_input_details()[0], 20):
+        shim.run(x[None])
+        lite.set_tensor(lite.get_input_details()[0]["index"], x[None])
+        lite.invoke()
+        for t in shim.tensors:
+            assert np.array_equal(shim.get_tensor(t["index"]), lite.get_tensor(t["index"]).reshape(t["shape"])), t

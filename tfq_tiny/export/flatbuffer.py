@@ -23,6 +23,9 @@ def read_model(model_bytes):
     data = bytes(model_bytes)
     if len(data) < 8:
         raise ModelFileError(f"a TFLite model needs at least 8 bytes, got {len(data)}.")
+    if data[4:8] != FILE_IDENTIFIER:
+        raise ModelFileError(
+            f"not a TFLite flatbuffer: file identifier {data[4:8]!r}, expected {FILE_IDENTIFIER!r}.")
     try:
         return schema_fb.ModelT.InitFromPackedBuf(bytearray(data), 0)
     except Exception as exc:

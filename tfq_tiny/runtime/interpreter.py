@@ -21,7 +21,7 @@ from tensorflow.lite.python import schema_py_generated as schema_fb
 
 from tfq_tiny.errors import ModelFileError, TfqError
 from tfq_tiny.export import packing
-from tfq_tiny.export.flatbuffer import FILE_IDENTIFIER
+from tfq_tiny.export import flatbuffer
 from tfq_tiny.quantization.grid import int_range
 from tfq_tiny.runtime import arithmetic as ar
 from tfq_tiny.runtime import kernels
@@ -86,6 +86,10 @@ class TensorInfo:
         }
 
 
+class _OperatorError(ModelFileError):
+    """A ModelFileError whose message already names the operator."""
+
+
 @dataclass
 class Node:
     """What a prepare function sees: one operator with its tensors and options."""
@@ -98,7 +102,7 @@ class Node:
     custom_options: bytes = None
 
     def fail(self, message):
-        raise ModelFileError(f"operator #{self.index} ({self.op_name}): {message}")
+        raise _OperatorError(f"operator #{self.index} ({self.op_name}): {message}")
 
     def check(self, condition, message):
         if not condition:
@@ -184,23 +188,9 @@ class Interpreter:
         self._bytes = bytes(model_content)
         self._custom_ops = dict(_CUSTOM_OPS)
         self._custom_ops.update(custom_ops or {})
-        self._model = self._parse(self._bytes)
+        self._model = flatbuffer.read_model(self._bytes)
         self._load()
         self._values = {}
-
-    @staticmethod
-    def _parse(data):
-        if len(data) < 8:
-            raise ModelFileError(f"a TFLite model needs at least 8 bytes, got {len(data)}.")
-        if data[4:8] != FILE_IDENTIFIER:
-            raise ModelFileError(f"not a TFLite flatbuffer: file identifier {data[4:8]!r}, expected {FILE_IDENTIFIER!r}.")
-        try:
-            return schema_fb.ModelT.InitFromPackedBuf(bytearray(data), 0)
-        except Exception as exc:
-            raise ModelFileError(
-                f"cannot parse the TFLite flatbuffer ({type(exc).__name__}: {exc}); "
-                "the file is truncated or corrupted."
-            ) from exc
 
     def _load(self):
         model = self._model
@@ -338,9 +328,9 @@ class Interpreter:
             node = Node(op_index, op_name, inputs, outputs, op.builtinOptions, custom_options)
             try:
                 run = prepare(node)
+            except _OperatorError:
+                raise
             except (ValueError, ArithmeticError) as exc:
-                if isinstance(exc, ModelFileError) and str(exc).startswith(f"operator #{op_index} "):
-                    raise
                 raise ModelFileError(f"operator #{op_index} ({op_name}): {exc}") from exc
             if not callable(run):
                 raise ModelFileError(f"operator #{op_index} ({op_name}): prepare did not return a callable.")
@@ -735,10 +725,7 @@ def _prepare_mean(node):
     opts = node.opts(schema_fb.ReducerOptionsT)
     in_scale, in_zp = _per_tensor(node, x, "input")
     out_scale, out_zp = _per_tensor(node, out, "output")
-    try:
-        axes = kernels.resolve_axes(_constant_ints(node, axes_t, "axes"), len(x.shape))
-    except TfqError as exc:
-        node.fail(str(exc))
+    axes = kernels.resolve_axes(_constant_ints(node, axes_t, "axes"), len(x.shape))
     keep = bool(opts.keepDims)
     expected = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \
         tuple(d for i, d in enumerate(x.shape) if i not in axes)
@@ -814,6 +801,9 @@ def _prepare_softmax(node):
     node.check(len(x.shape) >= 1 and out.shape == x.shape, f"output shape {list(out.shape)} != input shape {list(x.shape)}.")
     node.check(out_zp == kernels.SOFTMAX_OUTPUT_ZP and np.float32(out_scale) == np.float32(kernels.SOFTMAX_OUTPUT_SCALE),
                f"output must have scale 1/256 and zero point -128 (as TFLM requires), has {out_scale} and {out_zp}.")
+    node.check(x.shape[-1] <= kernels.SOFTMAX_MAX_DEPTH,
+               f"softmax over {x.shape[-1]} classes overflows TFLM's int32 sum of exps "
+               f"(at most {kernels.SOFTMAX_MAX_DEPTH}).")
     beta = float(np.float32(opts.beta))
     node.check(np.isfinite(beta) and beta > 0, f"beta must be a finite positive number, got {beta}.")
     try:

@@ -323,6 +323,7 @@ SOFTMAX_OUTPUT_SCALE = 1.0 / 256.0
 SOFTMAX_OUTPUT_ZP = -128
 _SCALED_DIFF_INTEGER_BITS = 5
 _ACCUMULATION_INTEGER_BITS = 12
+SOFTMAX_MAX_DEPTH = ((1 << 31) - 1) >> (31 - _ACCUMULATION_INTEGER_BITS)
 
 
 def softmax_params(input_scale, beta):
@@ -402,6 +403,8 @@ def softmax(x, *, input_scale, beta, output_zp=SOFTMAX_OUTPUT_ZP, output_scale=S
             f"got scale {float(output_scale)!r} and zero point {int(output_zp)}."
         )
     x = np.asarray(x).astype(np.int64)
+    if x.ndim == 0 or x.shape[-1] > SOFTMAX_MAX_DEPTH:
+        raise TfqError(f"softmax needs 1..{SOFTMAX_MAX_DEPTH} values on the last axis, got shape {x.shape}.")
     multiplier, left_shift, diff_min = softmax_params(input_scale, beta)
     diff = x - x.max(axis=-1, keepdims=True)
     used = diff >= diff_min
