@@ -395,3 +395,15 @@ def test_every_intermediate_tensor_matches_litert():
         lite.invoke()
         for t in shim.tensors:
             assert np.array_equal(shim.get_tensor(t["index"]), lite.get_tensor(t["index"]).reshape(t["shape"])), t
+
+
+def test_mean_with_equal_input_and_output_quantization():
+    """Some TFLM versions divide by the count instead of rescaling when the scales match."""
+    model_bytes = convert(build(lambda x: L.GlobalAveragePooling2D()(L.Conv2D(8, 3, padding="same")(x)), (6, 6, 3)))
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    (op,) = [op for op in graph.operators
+             if model.operatorCodes[op.opcodeIndex].builtinCode == flatbuffer.schema_fb.BuiltinOperator.MEAN]
+    src, dst = graph.tensors[op.inputs[0]].quantization, graph.tensors[op.outputs[0]].quantization
+    dst.scale, dst.zeroPoint = src.scale.copy(), src.zeroPoint.copy()
+    check_model(flatbuffer.write_model(model), n=200)
