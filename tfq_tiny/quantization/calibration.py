@@ -33,19 +33,22 @@ class QuantizerSlot:
         return self.layer.layer.name
 
 
+def layer_slots(layer):
+    """The quantizers of one layer of a quantized model (empty for plain layers)."""
+    if isinstance(layer, QuantizeLayer) and layer.quantizer is not None:
+        return [QuantizerSlot(layer, "input", layer.quantizer, layer.quantizer_vars)]
+    slots = []
+    if isinstance(layer, QuantizeWrapper):
+        for weight, quantizer, variables in layer._weight_vars:
+            slots.append(QuantizerSlot(layer, "weight", quantizer, variables, weight))
+        for quantizer in layer._output_quantizers:
+            slots.append(QuantizerSlot(layer, "output", quantizer, layer._output_quantizer_vars))
+    return slots
+
+
 def quantizer_slots(model):
     """Every quantizer of ``model`` in layer order: kind is 'input', 'weight' or 'output'."""
-    slots = []
-    for layer in model.layers:
-        if isinstance(layer, QuantizeLayer) and layer.quantizer is not None:
-            slots.append(QuantizerSlot(layer, "input", layer.quantizer, layer.quantizer_vars))
-        elif isinstance(layer, QuantizeWrapper):
-            for weight, quantizer, variables in layer._weight_vars:
-                slots.append(QuantizerSlot(layer, "weight", quantizer, variables, weight))
-            for quantizer in layer._output_quantizers:
-                slots.append(QuantizerSlot(layer, "output", quantizer,
-                                           layer._output_quantizer_vars))
-    return slots
+    return [slot for layer in model.layers for slot in layer_slots(layer)]
 
 
 def set_qparams(slot, scale, zero_point):

@@ -19,9 +19,9 @@ WEIGHT_LAYERS = {
     layers.Conv2D: ("kernel", (-1,)),
     layers.Dense: ("kernel", (-1,)),
 }
-OUTPUT_LAYERS = (layers.ReLU, layers.Add, layers.GlobalAveragePooling1D,
-                 layers.GlobalAveragePooling2D, layers.Softmax)
-TIED_OUTPUT_LAYERS = (layers.AveragePooling1D, layers.AveragePooling2D)
+OUTPUT_LAYERS = (layers.ReLU, layers.Add, layers.Softmax)
+TIED_OUTPUT_LAYERS = (layers.AveragePooling1D, layers.AveragePooling2D,
+                      layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
 PASS_THROUGH_LAYERS = (layers.InputLayer, layers.Flatten, layers.Reshape, layers.Dropout,
                        layers.MaxPooling1D, layers.MaxPooling2D, layers.ZeroPadding1D,
                        layers.ZeroPadding2D)
@@ -161,6 +161,8 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
                                              activation_name(layer) == "softmax"):
         return OutputQuantizeConfig(out_bits, activation_init, fixed_range=SOFTMAX_RANGE)
     if isinstance(layer, TIED_OUTPUT_LAYERS):
+        # Averages keep their input's grid, as TFLite's AVERAGE_POOL_2D requires; global
+        # averages then deploy as a full-window average pool (packed sub-byte included).
         return OutputQuantizeConfig(out_bits, activation_init, tie_to_input=True)
     if isinstance(layer, OUTPUT_LAYERS):
         return OutputQuantizeConfig(out_bits, activation_init)

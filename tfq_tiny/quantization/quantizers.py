@@ -111,7 +111,7 @@ class ActivationQuantizer(UniformQuantizer):
     """Asymmetric per-tensor quantizer with signed storage and a zero point (TFLite int8 style).
 
     ``tie_to_input``: calibration copies the qparams of the tensor feeding this layer
-    (AVERAGE_POOL_2D keeps its input's grid in TFLite). ``fixed_range``: qparams fixed to
+    (average pooling keeps its input's grid in TFLite). ``fixed_range``: qparams fixed to
     this real range instead of calibrated (softmax outputs [0, 1)).
     """
 
