@@ -6,6 +6,7 @@ so model inputs lie in [0, 1] (no mean subtraction: the input range is then fixe
 quantizer). Training augmentation: random horizontal flip and random translation by up to 4 pixels.
 """
 import functools
+import os
 
 import numpy as np
 
@@ -53,8 +54,7 @@ def read_raw(data_dir=None, download=False):
     """((x_train, y_train), (x_test, y_test), source) with uint8 32x32x3 images."""
     if download:
         return (*_read_tfds(data_dir), PUBLIC)
-    root = find_data(data_dir, "cifar10/train-*.tfrecord", "CIFAR-10 TFRecord shards", PUBLIC)
-    root = root.rsplit("/", 1)[0]
+    root = os.path.dirname(find_data(data_dir, "cifar10/train-*.tfrecord", "CIFAR-10 TFRecord shards", PUBLIC))
     train = read_shards(f"{root}/train-*.tfrecord")
     test = read_shards(f"{root}/test-*.tfrecord")
     return train, test, f"offline TFRecord JPEG shards in {root}"

@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 
-from tfq_tiny._compat import tf
+from tfq_tiny._compat import keras, tf
 from tfq_tiny.data._base import Dataset, missing_data_error, resolve_data_dir, standardize
 
 CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
@@ -49,13 +49,11 @@ def _find_layout(root):
 
 
 def _download(data_dir):
-    import tf_keras
-
     cache_dir = data_dir or os.path.join(os.path.expanduser("~"), ".cache", "tfq_tiny")
     os.makedirs(cache_dir, exist_ok=True)
     if _find_layout(cache_dir):
         return _find_layout(cache_dir)
-    archive = tf_keras.utils.get_file("uci_har.zip", UCI_URL, cache_dir=cache_dir, cache_subdir=".")
+    archive = keras.utils.get_file("uci_har.zip", UCI_URL, cache_dir=cache_dir, cache_subdir=".")
     with zipfile.ZipFile(archive) as z:
         z.extractall(cache_dir)
     inner = os.path.join(cache_dir, f"{LAYOUT}.zip")

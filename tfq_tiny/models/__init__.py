@@ -7,6 +7,8 @@ layer readably so bit policies and reports can refer to layers by name.
 >>> from tfq_tiny import models
 >>> model = models.build("res8")
 """
+import os
+
 from tfq_tiny.errors import TfqError
 from tfq_tiny.models import cnn1d, ds_cnn, mobilenet_v1, res8
 
@@ -39,8 +41,6 @@ def build(name, **kw):
 
 def checkpoint_path(name):
     """Path of the committed float checkpoint ``<name>.h5`` (its ``.json`` sits beside it)."""
-    import os
-
     if name not in _BUILDERS:
         raise TfqError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return os.path.join(os.path.dirname(__file__), "checkpoints", f"{name}.h5")
