@@ -53,7 +53,9 @@ def test_quantized_activations_lie_on_their_grid(small_cnn, images):
         zp = slot.variables["zero_point"].numpy()
         codes = out / scale + zp
         np.testing.assert_allclose(codes, np.round(codes), atol=2e-3)
-        assert codes.min() >= -8 - 1e-3 and codes.max() <= 7 + 1e-3
+        qmin, qmax = slot.quantizer.int_range
+        assert codes.min() >= qmin - 1e-3 and codes.max() <= qmax + 1e-3
+        assert (qmin, qmax) == ((-128, 127) if slot.layer_name == "fc" else (-8, 7))
 
 
 def test_fused_relu_quantized_once_and_avgpool_tied(small_cnn, images):
@@ -74,8 +76,20 @@ def test_policy_overrides_per_layer(small_cnn, images):
     assert bits[("r2", "output")] == 4 and bits[("r1", "output")] == 8
 
 
+def test_logits_stay_8bit_unless_asked(small_cnn, images):
+    def fc_bits(policy):
+        q = tfq_tiny.quantize_model(small_cnn, policy, calibration_data=images)
+        return {s.layer_name: s.quantizer.num_bits for s in quantizer_slots(q)
+                if s.kind == "output"}["fc"]
+
+    assert fc_bits("w4a4") == 8
+    assert fc_bits(BitPolicy(4, 4, output_bits=None)) == 4
+    assert fc_bits(BitPolicy(4, 4).with_override("fc", activation_bits=2)) == 2
+
+
 def test_policy_json_round_trip_and_shorthand():
-    policy = BitPolicy(4, 8, {"conv": {"weight_bits": 2}, "relu": {"activation_bits": None}})
+    policy = BitPolicy(4, 8, {"conv": {"weight_bits": 2}, "relu": {"activation_bits": None}},
+                       output_bits=None)
     assert BitPolicy.from_json(policy.to_json()) == policy
     assert BitPolicy.parse(json.loads(policy.to_json())) == policy
     assert BitPolicy.parse("w4a4") == BitPolicy.uniform(4, 4)

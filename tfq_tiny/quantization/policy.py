@@ -3,6 +3,10 @@
 A policy has defaults and per-layer overrides, keyed by layer name. ``activation_bits``
 of a layer is the width of the tensor that layer outputs (for an input layer, the model's
 input tensor). ``activation_bits=None`` keeps activations in float (weights-only runs).
+``output_bits`` is the width of the model's output tensors (the logits) when activations are
+quantized: 8 by default, as the int8 outputs a TFLM application reads (a dozen logits cost
+nothing in RAM, and 4-bit logits lose ranking resolution); ``None`` makes them follow
+``activation_bits``. A per-layer override of the output layer wins over both.
 """
 import json
 import re
@@ -24,11 +28,13 @@ class BitPolicy:
     weight_bits: int = 8
     activation_bits: int | None = 8
     overrides: dict = field(default_factory=dict)
+    output_bits: int | None = 8
 
     def __post_init__(self):
         object.__setattr__(self, "weight_bits", check_bits(self.weight_bits, "weight_bits"))
         object.__setattr__(self, "activation_bits",
                            _bits_or_none(self.activation_bits, "activation_bits"))
+        object.__setattr__(self, "output_bits", _bits_or_none(self.output_bits, "output_bits"))
         clean = {}
         for layer, spec in dict(self.overrides).items():
             unknown = set(spec) - {"weight_bits", "activation_bits"}
@@ -45,8 +51,8 @@ class BitPolicy:
         object.__setattr__(self, "overrides", clean)
 
     @classmethod
-    def uniform(cls, weight_bits=8, activation_bits=8):
-        return cls(weight_bits, activation_bits)
+    def uniform(cls, weight_bits=8, activation_bits=8, output_bits=8):
+        return cls(weight_bits, activation_bits, {}, output_bits)
 
     @classmethod
     def parse(cls, spec):
@@ -71,13 +77,18 @@ class BitPolicy:
     def weight_bits_for(self, layer_name):
         return self.overrides.get(layer_name, {}).get("weight_bits", self.weight_bits)
 
-    def activation_bits_for(self, layer_name):
-        return self.overrides.get(layer_name, {}).get("activation_bits", self.activation_bits)
+    def activation_bits_for(self, layer_name, is_model_output=False):
+        override = self.overrides.get(layer_name, {})
+        if "activation_bits" in override:
+            return override["activation_bits"]
+        if is_model_output and self.activation_bits is not None and self.output_bits is not None:
+            return self.output_bits
+        return self.activation_bits
 
     def with_override(self, layer_name, **bits):
         overrides = {k: dict(v) for k, v in self.overrides.items()}
         overrides.setdefault(layer_name, {}).update(bits)
-        return BitPolicy(self.weight_bits, self.activation_bits, overrides)
+        return BitPolicy(self.weight_bits, self.activation_bits, overrides, self.output_bits)
 
     @property
     def quantizes_activations(self):
@@ -86,13 +97,14 @@ class BitPolicy:
 
     def get_config(self):
         return {"weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
+                "output_bits": self.output_bits,
                 "overrides": {k: dict(v) for k, v in sorted(self.overrides.items())}}
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         return cls(config.get("weight_bits", 8), config.get("activation_bits", 8),
-                   config.get("overrides", {}))
+                   config.get("overrides", {}), config.get("output_bits", 8))
 
     def to_json(self, **kwargs):
         return json.dumps(self.get_config(), **kwargs)

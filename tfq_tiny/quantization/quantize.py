@@ -83,6 +83,14 @@ def _output_left_to_relu(graph, node):
         and cfg.activation_name(nxt.layer) in ("relu", "relu6")
 
 
+def _feeds_output(graph, name):
+    """True when ``name``'s output reaches a model output through pass-through layers only."""
+    if name in graph.output_names:
+        return True
+    return any(cfg.is_pass_through(graph[c].layer) and _feeds_output(graph, c)
+               for c in graph.consumers(name))
+
+
 def build_quantized_model(float_model, policy, init="mse", configs=None):
     """Wrap every layer of a preprocessed float model with its QuantizeConfig (uncalibrated)."""
     policy = BitPolicy.parse(policy)
@@ -107,7 +115,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
             tensor_bits[node.name] = in_bits
             return clone_call(node, inputs)
         else:
-            act_bits = policy.activation_bits_for(node.name)
+            act_bits = policy.activation_bits_for(node.name, _feeds_output(graph, node.name))
             if isinstance(layer, cfg.TIED_OUTPUT_LAYERS):
                 act_bits = in_bits
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
