@@ -171,9 +171,7 @@ class LogLearningRate(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            opt = self.model.optimizer
-            lr = opt.learning_rate
-            logs["lr"] = float(lr(opt.iterations) if callable(lr) else lr)
+            logs["lr"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
 
 
 class EpochTimer(keras.callbacks.Callback):
