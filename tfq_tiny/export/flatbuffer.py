@@ -82,3 +82,41 @@ def retype_constant_tensor(model, tensor_index, bits, subgraph=0):
     model.buffers[tensor.buffer].data = packed
     tensor.type = TENSOR_TYPE_FOR_BITS[bits]
     return model
+
+
+class _AlignedBufferT(schema_fb.BufferT):
+    """A BufferT whose data vector starts on an ``alignment``-byte boundary of the file."""
+
+    alignment = 16
+
+    def Pack(self, builder):
+        if self.data is None:
+            return super().Pack(builder)
+        payload = np.asarray(self.data, np.uint8).reshape(-1).tobytes()
+        builder.StartVector(1, len(payload), self.alignment)
+        builder.head = builder.head - len(payload)
+        builder.Bytes[builder.head:builder.head + len(payload)] = payload
+        builder.vectorNumElems = len(payload)
+        data = builder.EndVector()
+        schema_fb.BufferStart(builder)
+        schema_fb.BufferAddData(builder, data)
+        schema_fb.BufferAddOffset(builder, self.offset)
+        schema_fb.BufferAddSize(builder, self.size)
+        return schema_fb.BufferEnd(builder)
+
+
+def write_model_aligned(model, alignment=16):
+    """``write_model`` with every buffer's data 16-byte aligned, as TF's converter writes them,
+    so int32 biases and packed filters can be read in place on a microcontroller."""
+    originals = model.buffers
+    aligned = []
+    for buffer in originals or []:
+        copy = _AlignedBufferT()
+        copy.data, copy.offset, copy.size = buffer.data, buffer.offset, buffer.size
+        copy.alignment = alignment
+        aligned.append(copy)
+    model.buffers = aligned
+    try:
+        return write_model(model)
+    finally:
+        model.buffers = originals

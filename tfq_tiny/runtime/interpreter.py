@@ -56,6 +56,7 @@ class TensorInfo:
     zero_points: np.ndarray = None
     quantized_dimension: int = 0
     data: np.ndarray = field(default=None, repr=False)
+    packed: bool = False
 
     @property
     def is_constant(self):
@@ -172,9 +173,11 @@ class Interpreter:
 
     ``Interpreter(model_content=bytes)`` or ``Interpreter(model_path=str)``; optional
     ``custom_ops={code: prepare_fn}`` adds custom operators for this instance only.
+    ``kernels="native"`` runs tfq_tiny's TFQ_* custom operators on the C++ kernels of
+    ``tflm_ext`` (through ``runtime.native``) instead of the NumPy references.
     """
 
-    def __init__(self, model_content=None, model_path=None, custom_ops=None):
+    def __init__(self, model_content=None, model_path=None, custom_ops=None, kernels="numpy"):
         if (model_content is None) == (model_path is None):
             raise TfqError("give exactly one of model_content (bytes) or model_path (str).")
         if model_path is not None:
@@ -187,6 +190,7 @@ class Interpreter:
             raise TfqError(f"model_content must be bytes, got {type(model_content).__name__}.")
         self._bytes = bytes(model_content)
         self._custom_ops = dict(_CUSTOM_OPS)
+        self._custom_ops.update(_tfq_ops(kernels))
         self._custom_ops.update(custom_ops or {})
         self._model = flatbuffer.read_model(self._bytes)
         self._load()
@@ -245,9 +249,14 @@ class Interpreter:
                 expected = packing.packed_size(count, bits)
             else:
                 expected = count * np.dtype(dtype).itemsize
-            if raw.size != expected:
+            packed_image = bits == 8 and raw.size < expected and raw.size in (
+                packing.packed_size(count, 4), packing.packed_size(count, 2))
+            if raw.size != expected and not packed_image:
                 bad(f"buffer {t.buffer} holds {raw.size} bytes but shape {list(shape)} of {type_name} needs {expected}.")
-            if bits in (2, 4):
+            if packed_image:
+                info.data = _packed_image(raw, shape)
+                info.packed = True
+            elif bits in (2, 4):
                 info.data = packing.unpack(raw, bits, count).reshape(shape)
             else:
                 info.data = raw.view(np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(shape)
@@ -487,6 +496,23 @@ class Interpreter:
         return [self.get_tensor(i) for i in self._outputs]
 
 
+def _packed_image(raw, shape):
+    """An INT8 constant whose buffer holds fewer bytes than elements: packed 4- or 2-bit values
+    (the custom-op contract's INT8 storage of sub-byte tensors). Kept as TFLM sees it: the
+    bytes first, then zeros, in an int8 array of the tensor's shape."""
+    image = np.zeros(int(np.prod(shape, dtype=np.int64)), np.uint8)
+    image[:raw.size] = raw
+    return image.view(np.int8).reshape(shape)
+
+
+def _tfq_ops(kernels_backend):
+    """tfq_tiny's TFQ_* prepare functions for ``kernels_backend`` ("numpy" or "native")."""
+    if kernels_backend not in ("numpy", "native"):
+        raise TfqError(f'kernels must be "numpy" or "native", got {kernels_backend!r}.')
+    from tfq_tiny.runtime import custom_ops
+    return custom_ops.prepare_functions(kernels_backend)
+
+
 def _activation(node, code):
     name = _ACTIVATION_NAMES.get(code)
     node.check(name in kernels.ACTIVATIONS,
@@ -501,6 +527,8 @@ def _padding(node, code):
 
 def _int_tensor(node, t, what, bits=(2, 4, 8)):
     node.check(t.bits in bits, f"{what} (tensor {t.index}) is {t.type}; expected a {bits}-bit integer tensor.")
+    node.check(not t.packed, f"{what} (tensor {t.index}) holds packed sub-byte values in an INT8 buffer; "
+                             "only tfq_tiny's TFQ_* custom operators read those.")
     node.check(t.quantized, f"{what} (tensor {t.index}) has no quantization parameters.")
 
 

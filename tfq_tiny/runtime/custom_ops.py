@@ -1,0 +1,356 @@
+"""tfq_tiny's TFQ_* custom operators for the interpreter shim, as ``tflm_ext/tflm/tfq_ops.cc``.
+
+The operator contract is ``tflm_ext/README.md``: six custom codes, options in a flexbuffer map
+(strides, padding, bit widths, ``act_min``/``act_max``), quantization from the tensors'
+affine parameters. Bit widths come from the options, not from the tensor type: an ``INT8``
+tensor whose width is 4 or 2 holds packed bytes at the front of its one-byte-per-element
+storage, as TFLM allocates it. The shim keeps such a tensor as that memory image (int8 array
+of the tensor's shape, packed bytes first, zeros after); ``INT4``/``INT2`` tensors are held
+unpacked by the interpreter and used as they are.
+
+Each operator unpacks its inputs with ``export.packing.unpack``, runs a kernel and packs its
+output. The kernels are the NumPy references (``runtime.kernels``) by default, or the C++
+kernels through ``runtime.native`` (``Interpreter(..., kernels="native")``), which then run on
+exactly the packed bytes of the flatbuffer. Prepare mirrors the glue's checks so a model the
+glue rejects is rejected here with a ModelFileError naming the operator.
+
+Importing ``tfq_tiny.runtime`` registers the NumPy versions with ``register_custom_op``.
+"""
+import numpy as np
+from flatbuffers import flexbuffers
+
+from tfq_tiny.export import packing
+from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, int_range
+from tfq_tiny.runtime import arithmetic as ar
+from tfq_tiny.runtime import kernels
+from tfq_tiny.runtime.interpreter import register_custom_op
+
+CONV_2D = "TFQ_CONV_2D"
+DEPTHWISE_CONV_2D = "TFQ_DEPTHWISE_CONV_2D"
+FULLY_CONNECTED = "TFQ_FULLY_CONNECTED"
+ADD = "TFQ_ADD"
+AVERAGE_POOL_2D = "TFQ_AVERAGE_POOL_2D"
+MAX_POOL_2D = "TFQ_MAX_POOL_2D"
+CUSTOM_CODES = (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D)
+
+INT_KEYS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "filter_h", "filter_w",
+            "depth_multiplier", "input_bits", "input2_bits", "weight_bits", "output_bits",
+            "act_min", "act_max")
+BACKENDS = ("numpy", "native")
+
+
+# ---- storage: packed memory images <-> values ----------------------------------------------
+
+def pack_storage(values, bits):
+    """The int8 memory image of ``values`` stored at ``bits`` bits: packed bytes, then zeros.
+
+    This is how a packed sub-byte activation sits in TFLM's one-byte-per-element tensor, and
+    what to ``set_tensor`` for a model input stored packed. ``bits=8`` returns plain int8.
+    """
+    values = np.asarray(values)
+    flat = packing.pack(values, bits)
+    image = np.zeros(values.size, np.uint8)
+    image[:flat.size] = flat
+    return image.view(np.int8).reshape(values.shape)
+
+
+def unpack_storage(image, bits):
+    """The values held in a memory image written by ``pack_storage`` (same shape)."""
+    image = np.asarray(image)
+    raw = np.ascontiguousarray(image).reshape(-1).view(np.uint8)
+    return packing.unpack(raw, bits, image.size).reshape(image.shape)
+
+
+def _wrap_int32(value):
+    return int(ar.wrap_int32(value))
+
+
+def read_options(node):
+    """The flexbuffer options map of ``node`` as a dict, checked as the glue's ParseOptions."""
+    node.check(node.custom_options is not None and len(node.custom_options) > 0,
+               "custom options are missing; TFQ_* operators need a flexbuffer map with at least "
+               "their bit widths.")
+    try:
+        root = flexbuffers.GetRoot(bytearray(node.custom_options))
+        options = root.Value if root.IsMap else None
+    except Exception as exc:  # a corrupted flexbuffer can fail in many ways inside the reader
+        node.fail(f"custom options are not a readable flexbuffer ({type(exc).__name__}).")
+    node.check(isinstance(options, dict), "custom options must be a flexbuffer map.")
+    parsed = {}
+    for key in INT_KEYS:
+        if key in options and options[key] is not None:
+            value = options[key]
+            node.check(type(value) is int, f"option {key!r} must be an integer, got {value!r}.")
+            parsed[key] = _wrap_int32(value)
+    padding = options.get("padding")
+    if padding is not None:
+        node.check(padding in ("SAME", "VALID"), f"option 'padding' must be \"SAME\" or \"VALID\", got {padding!r}.")
+        parsed["padding"] = padding
+    return parsed
+
+
+class _Options:
+    """Options with the contract's defaults, plus the bit-width and range checks of the glue."""
+
+    def __init__(self, node):
+        self.node = node
+        self.raw = read_options(node)
+        for key in ("input_bits", "input2_bits", "weight_bits", "output_bits"):
+            bits = self.get(key)
+            node.check(bits in DEPLOYABLE_BITS, f"option {key!r} is {bits}; use one of {list(DEPLOYABLE_BITS)}.")
+
+    def get(self, key):
+        if key in self.raw:
+            return self.raw[key]
+        if key == "input2_bits":
+            return self.get("input_bits")
+        if key in ("stride_h", "stride_w", "dilation_h", "dilation_w", "depth_multiplier"):
+            return 1
+        if key in ("input_bits", "weight_bits", "output_bits"):
+            return 8
+        if key in ("filter_h", "filter_w"):
+            return 0
+        if key == "act_min":
+            return int_range(self.get("output_bits"))[0]
+        if key == "act_max":
+            return int_range(self.get("output_bits"))[1]
+        return None
+
+    def padding(self):
+        self.node.check("padding" in self.raw, "option 'padding' (\"SAME\" or \"VALID\") is required.")
+        return self.raw["padding"]
+
+    def act_range(self, zero_points):
+        """(act_min, act_max) after checking zero points and the range against the bit widths."""
+        out_bits = self.get("output_bits")
+        lo, hi = self.get("act_min"), self.get("act_max")
+        for zp, bits, what in zero_points:
+            qmin, qmax = int_range(bits)
+            self.node.check(qmin <= zp <= qmax, f"{what} zero point {zp} is outside the {bits}-bit range.")
+        qmin, qmax = int_range(out_bits)
+        self.node.check(qmin <= lo <= hi <= qmax,
+                        f"act_min/act_max [{lo}, {hi}] must be an ordered range inside [{qmin}, {qmax}] "
+                        f"(output_bits {out_bits}).")
+        return lo, hi
+
+
+def _packed(node, t, bits, what):
+    """True when ``t`` holds a packed memory image, False when it holds the values themselves."""
+    node.check(t is not None, f"{what} tensor is missing.")
+    node.check(t.bits is not None and t.bits <= 8 and t.quantized,
+               f"{what} (tensor {t.index}) must be a quantized integer tensor, is {t.type}.")
+    if t.bits == bits:
+        return False
+    node.check(t.type == "INT8",
+               f"{what} (tensor {t.index}) is {t.type} but the options store it at {bits} bits; "
+               "type it INT8 (packed bytes) or INT4/INT2 to match.")
+    return True
+
+
+def _reader(node, t, bits, what):
+    """fn(stored array) -> values, for tensor ``t`` stored at ``bits`` bits."""
+    if _packed(node, t, bits, what):
+        return lambda array: unpack_storage(array, bits)
+    return np.asarray
+
+
+def _writer(node, t, bits):
+    """fn(values) -> stored array, for output tensor ``t`` stored at ``bits`` bits."""
+    if _packed(node, t, bits, "output"):
+        return lambda values: pack_storage(values, bits)
+    return np.asarray
+
+
+def _per_tensor(node, t, what):
+    node.check(t.scales.size >= 1, f"{what} (tensor {t.index}) has no scale.")
+    return float(t.scales[0]), int(t.zero_points[0])
+
+
+def _weights(node, t, bits, channels, channel_axis):
+    """(filter values, per-channel float64 scales) of a constant filter read at ``bits`` bits."""
+    node.check(t is not None and t.is_constant, "the filter must be a constant tensor.")
+    values = _reader(node, t, bits, "filter")(t.data)
+    node.check(t.scales.size in (1, channels),
+               f"filter has {t.scales.size} scales for {channels} output channels (need one per channel, or one).")
+    node.check(not np.any(t.zero_points), "filter zero points must be 0 (symmetric weights).")
+    if t.scales.size > 1:
+        node.check(t.quantized_dimension == channel_axis,
+                   f"filter is quantized along dimension {t.quantized_dimension}, expected {channel_axis}.")
+    return values, np.broadcast_to(t.scales.astype(np.float64), (channels,))
+
+
+def _bias(node, t, channels):
+    if t is None:
+        return None
+    node.check(t.is_constant and t.type == "INT32" and t.size == channels,
+               f"bias (tensor {t.index}) must be a constant INT32 tensor with {channels} values.")
+    return t.data.reshape(-1).astype(np.int64)
+
+
+def _multipliers(input_scale, filter_scales, output_scale):
+    """Per-channel QuantizeMultiplier(double(s_in) * double(s_w[c]) / double(s_out)), as the glue."""
+    reals = [float(input_scale) * float(s) / float(output_scale) for s in filter_scales]
+    return ar.quantize_multiplier_array(reals)
+
+
+class _Backend:
+    """The kernels a prepared operator calls: NumPy references or the C++ kernels via ctypes."""
+
+    def __init__(self, name):
+        if name not in BACKENDS:
+            raise ValueError(f"kernels must be one of {BACKENDS}, got {name!r}.")
+        self.name = name
+
+    def __call__(self, op, *args, **bits_and_kwargs):
+        if self.name == "native":
+            from tfq_tiny.runtime import native
+            return getattr(native, op)(*args, **bits_and_kwargs)
+        for key in ("input_bits", "weight_bits", "output_bits"):
+            bits_and_kwargs.pop(key, None)
+        return getattr(kernels, op)(*args, **bits_and_kwargs)
+
+
+def _prepare_conv(node, backend, depthwise):
+    node.arity(2, 3)
+    x, w, b = (node.inputs + [None])[:3]
+    out = node.outputs[0]
+    opt = _Options(node)
+    for t, what in ((x, "input"), (w, "filter"), (out, "output")):
+        node.check(t is not None and len(t.shape) == 4, f"{what} must be 4-D.")
+    in_bits, w_bits, out_bits = opt.get("input_bits"), opt.get("weight_bits"), opt.get("output_bits")
+    read_x = _reader(node, x, in_bits, "input")
+    write = _writer(node, out, out_bits)
+    in_scale, in_zp = _per_tensor(node, x, "input")
+    out_scale, out_zp = _per_tensor(node, out, "output")
+    in_depth = x.shape[3]
+    if depthwise:
+        channels = w.shape[3]
+        multiplier = opt.get("depth_multiplier")
+        node.check(w.shape[0] == 1 and multiplier >= 1 and channels == in_depth * multiplier,
+                   f"filter {list(w.shape)} does not fit input depth {in_depth} x depth_multiplier {multiplier}.")
+    else:
+        channels = w.shape[0]
+        node.check(w.shape[3] >= 1 and in_depth % w.shape[3] == 0 and channels % (in_depth // w.shape[3]) == 0,
+                   f"filter depth {w.shape[3]} does not divide input depth {in_depth} into valid groups.")
+    weights, filter_scales = _weights(node, w, w_bits, channels, 3 if depthwise else 0)
+    bias = _bias(node, b, channels)
+    stride = (opt.get("stride_h"), opt.get("stride_w"))
+    dilation = (opt.get("dilation_h"), opt.get("dilation_w"))
+    node.check(min(stride) >= 1 and min(dilation) >= 1, f"strides {stride} and dilations {dilation} must be >= 1.")
+    pad, out_hw = kernels.compute_padding(x.shape[1:3], w.shape[1:3], stride, dilation, opt.padding())
+    expected = (x.shape[0],) + tuple(out_hw) + (channels,)
+    node.check(min(out_hw) >= 1 and out.shape == expected, f"output shape {list(out.shape)} != computed {list(expected)}.")
+    act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
+    mult, shift = _multipliers(in_scale, filter_scales, out_scale)
+    common = dict(input_zp=in_zp, output_zp=out_zp, out_multiplier=mult, out_shift=shift,
+                  act_min=act_min, act_max=act_max, stride=stride, dilation=dilation, pad=pad,
+                  out_hw=out_hw, input_bits=in_bits, weight_bits=w_bits, output_bits=out_bits)
+    if depthwise:
+        common["depth_multiplier"] = multiplier
+    op = "depthwise_conv_2d" if depthwise else "conv_2d"
+
+    def run(args):
+        return [write(backend(op, read_x(args[0]), weights, bias, **common))]
+    return run
+
+
+def _prepare_fully_connected(node, backend):
+    node.arity(2, 3)
+    x, w, b = (node.inputs + [None])[:3]
+    out = node.outputs[0]
+    opt = _Options(node)
+    node.check(w is not None and len(w.shape) == 2, "filter must be [out, in].")
+    in_bits, w_bits, out_bits = opt.get("input_bits"), opt.get("weight_bits"), opt.get("output_bits")
+    read_x = _reader(node, x, in_bits, "input")
+    write = _writer(node, out, out_bits)
+    in_scale, in_zp = _per_tensor(node, x, "input")
+    out_scale, out_zp = _per_tensor(node, out, "output")
+    channels, depth = w.shape
+    node.check(depth >= 1 and x.size % depth == 0 and out.size == (x.size // depth) * channels,
+               f"input of {x.size} and output of {out.size} values do not fit filter {list(w.shape)}.")
+    batches = x.size // depth
+    weights, filter_scales = _weights(node, w, w_bits, channels, 0)
+    bias = _bias(node, b, channels)
+    act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
+    mult, shift = _multipliers(in_scale, filter_scales, out_scale)
+    common = dict(input_zp=in_zp, output_zp=out_zp, out_multiplier=mult, out_shift=shift,
+                  act_min=act_min, act_max=act_max, input_bits=in_bits, weight_bits=w_bits,
+                  output_bits=out_bits)
+
+    def run(args):
+        values = read_x(args[0]).reshape(batches, depth)
+        return [write(backend("fully_connected", values, weights, bias, **common).reshape(out.shape))]
+    return run
+
+
+def _prepare_add(node, backend):
+    node.arity(2, 2)
+    x1, x2 = node.inputs
+    out = node.outputs[0]
+    opt = _Options(node)
+    bits1, bits2, out_bits = opt.get("input_bits"), opt.get("input2_bits"), opt.get("output_bits")
+    read1 = _reader(node, x1, bits1, "input 1")
+    read2 = _reader(node, x2, bits2, "input 2")
+    write = _writer(node, out, out_bits)
+    node.check(max(len(x1.shape), len(x2.shape)) <= 4, "inputs must have rank <= 4.")
+    try:
+        shape = np.broadcast_shapes(x1.shape, x2.shape)
+    except ValueError:
+        node.fail(f"input shapes {list(x1.shape)} and {list(x2.shape)} do not broadcast.")
+    node.check(tuple(shape) == out.shape, f"output shape {list(out.shape)} != broadcast shape {list(shape)}.")
+    (s1, zp1), (s2, zp2), (so, zpo) = (_per_tensor(node, t, w) for t, w in
+                                       ((x1, "input 1"), (x2, "input 2"), (out, "output")))
+    twice_max = 2.0 * max(s1, s2)
+    reals = (s1 / twice_max, s2 / twice_max, twice_max / ((1 << 20) * so))
+    node.check(all(0.0 < r < 1.0 for r in reals), "scales give a rescaling multiplier outside (0, 1).")
+    act_min, act_max = opt.act_range(((zp1, bits1, "input 1"), (zp2, bits2, "input 2"), (zpo, out_bits, "output")))
+    params = kernels.add_params(s1, zp1, s2, zp2, so, zpo)
+    extra = dict(input_bits=(bits1, bits2), output_bits=out_bits) if backend.name == "native" else {}
+
+    def run(args):
+        return [write(backend("add", read1(args[0]), read2(args[1]), act_min=act_min, act_max=act_max,
+                              **params, **extra))]
+    return run
+
+
+def _prepare_pool(node, backend, op):
+    node.arity(1, 1)
+    x, out = node.inputs[0], node.outputs[0]
+    opt = _Options(node)
+    node.check(len(x.shape) == 4 and len(out.shape) == 4, "input and output must be 4-D.")
+    in_bits, out_bits = opt.get("input_bits"), opt.get("output_bits")
+    read_x = _reader(node, x, in_bits, "input")
+    write = _writer(node, out, out_bits)
+    (in_scale, in_zp), (out_scale, out_zp) = _per_tensor(node, x, "input"), _per_tensor(node, out, "output")
+    node.check(np.float32(in_scale) == np.float32(out_scale) and in_zp == out_zp,
+               "input and output must share scale and zero point.")
+    filter_hw = (opt.get("filter_h"), opt.get("filter_w"))
+    stride = (opt.get("stride_h"), opt.get("stride_w"))
+    node.check(min(filter_hw) >= 1 and min(stride) >= 1, f"filter {filter_hw} and strides {stride} must be >= 1.")
+    pad, out_hw = kernels.compute_padding(x.shape[1:3], filter_hw, stride, (1, 1), opt.padding())
+    expected = (x.shape[0],) + tuple(out_hw) + (x.shape[3],)
+    node.check(min(out_hw) >= 1 and out.shape == expected, f"output shape {list(out.shape)} != computed {list(expected)}.")
+    act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
+    common = dict(filter_hw=filter_hw, stride=stride, pad=pad, out_hw=out_hw, act_min=act_min,
+                  act_max=act_max, input_bits=in_bits, output_bits=out_bits)
+
+    def run(args):
+        return [write(backend(op, read_x(args[0]), **common))]
+    return run
+
+
+def prepare_functions(kernels_backend="numpy"):
+    """{custom code: prepare(node) -> eval} running on the NumPy or the native C++ kernels."""
+    backend = _Backend(kernels_backend)
+    return {
+        CONV_2D: lambda node: _prepare_conv(node, backend, depthwise=False),
+        DEPTHWISE_CONV_2D: lambda node: _prepare_conv(node, backend, depthwise=True),
+        FULLY_CONNECTED: lambda node: _prepare_fully_connected(node, backend),
+        ADD: lambda node: _prepare_add(node, backend),
+        AVERAGE_POOL_2D: lambda node: _prepare_pool(node, backend, "average_pool_2d"),
+        MAX_POOL_2D: lambda node: _prepare_pool(node, backend, "max_pool_2d"),
+    }
+
+
+for _code, _prepare in prepare_functions("numpy").items():
+    register_custom_op(_code, _prepare)
