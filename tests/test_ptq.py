@@ -1,0 +1,152 @@
+"""The PTQ pipeline: optimisers beat nearest rounding, AdaRound/BitSplit end on the grid,
+bias tuning helps, configs round-trip, runs are reproducible."""
+import numpy as np
+import pytest
+
+from tfq_tiny._compat import keras
+from tfq_tiny.ptq import PTQConfig, PTQPipeline, find_units
+from tfq_tiny.ptq.adaround import AdaRound
+from tfq_tiny.ptq.bitsplit import BitSplit
+from tfq_tiny.ptq.reconstruction import (ReconstructionModel, fit, reconstruction_mse,
+                                         tensor_values, unit_forward)
+from tfq_tiny.ptq.units import float_name
+from tfq_tiny.quantization import build_quantized_model, calibrate, quantizer_slots
+from tfq_tiny.preprocess import fold_batch_norm
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small conv net fitted to a random teacher, so its weights are not i.i.d. noise."""
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    i = keras.Input((10, 10, 3), name="x")
+    x = layers.Conv2D(8, 3, name="c1")(i)
+    x = layers.ReLU(name="r1")(x)
+    x = layers.DepthwiseConv2D(3, name="dw")(x)
+    x = layers.ReLU(name="r2")(x)
+    x = layers.Conv2D(8, 1, name="pw")(x)
+    x = layers.Flatten(name="flat")(x)
+    model = keras.Model(i, layers.Dense(4, name="fc")(x))
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(256, 10, 10, 3)).astype("float32")
+    labels = np.argmax(data[:, :4, :4, :].reshape(256, -1)[:, :4], axis=1)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data, labels, epochs=3, verbose=0)
+    return model, data
+
+
+def _layer_unit(model, data, policy="w4a8", name="pw"):
+    float_model = fold_batch_norm(model)
+    qmodel = build_quantized_model(float_model, policy)
+    calibrate(qmodel, float_model, data)
+    graph, units = find_units(qmodel, "layer")
+    unit = next(u for u in units if u.name == name)
+    inputs = tensor_values(qmodel, unit.inputs, data)[0]
+    target = tensor_values(float_model, [float_name(graph, unit.output)], data)[0]
+    return qmodel, unit, inputs, target
+
+
+@pytest.mark.parametrize("optimize", ["qparam", "weights", "bits", "round"])
+def test_each_optimiser_beats_nearest_rounding_on_a_layer(trained, optimize):
+    model, data = trained
+    _, unit, inputs, target = _layer_unit(model, data)
+    forward = unit_forward(unit)
+    nearest = reconstruction_mse(forward, inputs, target)
+    config = PTQConfig(optimize=optimize, iterations=400, revert_if_worse=False)
+    from tfq_tiny.ptq.optimiser import OPTIMISERS
+
+    optimiser = OPTIMISERS[optimize](config)
+    if optimize == "bits":
+        optimiser.solve(unit, inputs)
+    else:
+        recon = ReconstructionModel(forward, optimiser.prepare(unit), optimiser.regularizer())
+        fit(recon, inputs, target, config.iterations, 32, optimiser.callbacks())
+    optimiser.finalize(unit)
+    assert reconstruction_mse(forward, inputs, target) < nearest
+
+
+def _codes_on_grid(unit):
+    from tfq_tiny.ptq.optimiser import weight_slots
+
+    for slot in weight_slots(unit):
+        scale = slot.quantizer._broadcast(slot.variables["scale"], len(slot.weight.shape))
+        codes = (slot.weight / scale).numpy()
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+        qmin, qmax = slot.quantizer.int_range
+        assert codes.min() >= qmin - 1e-4 and codes.max() <= qmax + 1e-4
+
+
+def test_adaround_converges_to_hard_rounding_on_the_grid(trained):
+    model, data = trained
+    _, unit, inputs, target = _layer_unit(model, data, name="c1")
+    config = PTQConfig(optimize="round", iterations=4000, learning_rate=1e-2)
+    optimiser = AdaRound(config)
+    recon = ReconstructionModel(unit_forward(unit), optimiser.prepare(unit),
+                                optimiser.regularizer())
+    fit(recon, inputs, target, config.iterations, 32, optimiser.callbacks())
+    for h in optimiser.soft_values():
+        assert np.all(np.minimum(np.abs(h), np.abs(1 - h)) <= 0.01)
+    optimiser.finalize(unit)
+    _codes_on_grid(unit)
+
+
+def test_bitsplit_result_on_grid(trained):
+    model, data = trained
+    _, unit, inputs, target = _layer_unit(model, data, policy="w2a8", name="pw")
+    before = reconstruction_mse(unit_forward(unit), inputs, target)
+    optimiser = BitSplit(PTQConfig(optimize="bits"))
+    optimiser.solve(unit, inputs)
+    optimiser.finalize(unit)
+    _codes_on_grid(unit)
+    assert reconstruction_mse(unit_forward(unit), inputs, target) < before
+
+
+def test_bias_tuning_lowers_output_mse(trained):
+    model, data = trained
+    pipeline = PTQPipeline(PTQConfig(optimize="none", bias_tuning_iterations=300,
+                                     revert_if_worse=False), progress=False)
+    pipeline.run(model, data, "w4a4")
+    record = pipeline.history[-1]
+    assert record["unit"] == "bias_tuning" and record["mse_optimised"] < record["mse_before"]
+
+
+def test_block_units_follow_structure(small_cnn, images):
+    qmodel = build_quantized_model(fold_batch_norm(small_cnn), "w4a4")
+    _, blocks = find_units(qmodel, "block")
+    _, layers = find_units(qmodel, "layer")
+    assert [u.name for u in layers] == ["c1", "dw", "pw", "fc"]
+    residual = next(u for u in blocks if len(u.weight_layers) == 2)
+    assert {l.layer.name for l in residual.weight_layers} == {"dw", "pw"}
+    assert residual.inputs == ["quant_r1"] and residual.output == "quant_r3"
+
+
+def test_block_reconstruction_runs_and_improves(small_cnn):
+    images = np.random.default_rng(2).normal(size=(256, 16, 16, 3)).astype("float32")
+    pipeline = PTQPipeline(PTQConfig(optimize="weights", granularity="block", iterations=300,
+                                     bias_tuning=False), progress=False)
+    pipeline.run(small_cnn, images, "w4a4")
+    blocks = [r for r in pipeline.history if r["unit"].startswith("block_")]
+    assert blocks and all(r["mse_optimised"] < r["mse_before"] for r in blocks)
+    assert all(r["mse_after"] <= r["mse_before"] for r in pipeline.history)
+
+
+def test_config_json_round_trip_and_validation():
+    config = PTQConfig(optimize="qparam", granularity="block", iterations=7, preprocess="none")
+    assert PTQConfig.from_json(config.to_json()) == config
+    assert PTQConfig.preset("fast").iterations < PTQConfig().iterations
+    with pytest.raises(ValueError, match="layer-wise only"):
+        PTQConfig(optimize="bits", granularity="block")
+    with pytest.raises(ValueError, match="optimize"):
+        PTQConfig(optimize="magic")
+    with pytest.raises(ValueError, match="Unknown PTQConfig fields"):
+        PTQConfig.from_config({"iters": 3})
+
+
+def test_same_seed_same_result(trained):
+    model, data = trained
+    outs = []
+    for _ in range(2):
+        config = PTQConfig(optimize="round", iterations=60, bias_tuning_iterations=30, seed=3)
+        q = PTQPipeline(config, progress=False).run(model, data[:128], "w4a4")
+        outs.append(q.predict(data[:32], verbose=0))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -1,0 +1,95 @@
+"""``PTQConfig``: every choice of a PTQ run, serialisable to JSON.
+
+Defaults are the empirical study's best pipeline (CLE, MSE init for weights and
+activations, layer-wise AdaRound, bias tuning) with the papers' iteration counts;
+``PTQConfig.preset("fast")`` shrinks iterations for tests and quick looks.
+"""
+import dataclasses
+import json
+from dataclasses import dataclass
+
+OPTIMIZERS = ("none", "qparam", "weights", "bits", "round")
+GRANULARITIES = ("layer", "block")
+PREPROCESS = {"none": ("bn_fold",), "bn_fold": ("bn_fold",), "cle": ("bn_fold", "cle")}
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    """One PTQ recipe (the four steps of the unified pipeline plus loop settings)."""
+
+    preprocess: str = "cle"
+    weight_init: str = "mse"
+    activation_init: str = "mse"
+    optimize: str = "round"
+    granularity: str = "layer"
+    bias_tuning: bool = True
+    iterations: int = 10000
+    batch_size: int = 32
+    learning_rate: float | None = None
+    bias_tuning_iterations: int = 2000
+    bias_tuning_learning_rate: float = 1e-4
+    bias_tuning_batch_size: int = 128
+    adaround_reg_weight: float = 0.01
+    adaround_beta: tuple = (20.0, 2.0)
+    adaround_warmup: float = 0.2
+    early_stop_patience: int = 0
+    revert_if_worse: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [("preprocess", self.preprocess, tuple(PREPROCESS)),
+                  ("weight_init", self.weight_init, ("minmax", "mse")),
+                  ("activation_init", self.activation_init, ("minmax", "mse")),
+                  ("optimize", self.optimize, OPTIMIZERS),
+                  ("granularity", self.granularity, GRANULARITIES)]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ValueError(f"PTQConfig.{name} must be one of {list(allowed)}, got {value!r}.")
+        if self.optimize == "bits" and self.granularity == "block":
+            raise ValueError("optimize='bits' (BitSplit) is layer-wise only; use granularity='layer'.")
+        if self.iterations < 0 or self.batch_size < 1:
+            raise ValueError("iterations must be >= 0 and batch_size >= 1.")
+        object.__setattr__(self, "adaround_beta", tuple(float(b) for b in self.adaround_beta))
+
+    @property
+    def preprocess_steps(self):
+        return PREPROCESS[self.preprocess]
+
+    @property
+    def lr(self):
+        """The optimiser's learning rate: explicit, else the per-optimiser default."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return {"none": 0.0, "qparam": 1e-3, "weights": 1e-2, "bits": 1e-3, "round": 1e-3}[
+            self.optimize]
+
+    @classmethod
+    def preset(cls, name, **overrides):
+        """'paper' (the defaults) or 'fast' (few iterations: tests, quick looks)."""
+        presets = {"paper": {}, "fast": {"iterations": 200, "bias_tuning_iterations": 100}}
+        if name not in presets:
+            raise ValueError(f"Unknown preset {name!r}; choose from {sorted(presets)}.")
+        return cls(**{**presets[name], **overrides})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def get_config(self):
+        config = dataclasses.asdict(self)
+        config["adaround_beta"] = list(self.adaround_beta)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"Unknown PTQConfig fields {sorted(unknown)}.")
+        return cls(**config)
+
+    def to_json(self, **kwargs):
+        return json.dumps(self.get_config(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_config(json.loads(text))

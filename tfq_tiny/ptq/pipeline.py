@@ -1,0 +1,167 @@
+"""``PTQPipeline``: the unified four-step post-training quantization pipeline.
+
+1. preprocess (BN fold, optionally CLE) -> 2. quantizers from a BitPolicy, MinMax/MSE init
+-> 3. unit-by-unit reconstruction with one optimiser (none | qparam | weights | bits | round)
+at layer or block granularity -> 4. optional end-to-end bias tuning.
+"""
+import os
+import time
+
+import numpy as np
+
+from tfq_tiny._compat import keras
+from tfq_tiny.graph import check_tf_keras_model
+from tfq_tiny.preprocess import preprocess
+from tfq_tiny.ptq import adaquant, adaround, bitsplit, lsq  # noqa: F401  (register optimisers)
+from tfq_tiny.ptq.bias_tuning import bias_tuning_model, model_biases
+from tfq_tiny.ptq.config import PTQConfig
+from tfq_tiny.ptq.optimiser import OPTIMISERS, unit_state
+from tfq_tiny.ptq.reconstruction import (ReconstructionModel, fit, reconstruction_mse,
+                                         tensor_values, unit_forward)
+from tfq_tiny.ptq.units import find_units, float_name
+from tfq_tiny.quantization.calibration import as_batches, calibrate, tie_activation_ranges
+from tfq_tiny.quantization.policy import BitPolicy
+from tfq_tiny.quantization.quantize import build_quantized_model, strip_annotations
+
+
+class ProgressBar(keras.callbacks.Callback):
+    """One tqdm bar over all reconstruction steps of a run (units and bias tuning)."""
+
+    def __init__(self, total, enabled=True):
+        super().__init__()
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="PTQ", unit="it", leave=True, mininterval=2.0)
+        self.unit = ""
+        self.steps = 0
+
+    def set_unit(self, name):
+        self.unit = name
+        if self.bar is not None:
+            self.bar.set_postfix_str(name, refresh=False)
+
+    def update_by(self, steps):
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is None:
+            return
+        self.steps += 1
+        if logs and "mse" in logs and self.steps % 100 == 0:
+            self.bar.set_postfix_str(f"{self.unit} mse={float(logs['mse']):.3g}", refresh=False)
+        self.bar.update(1)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class PTQPipeline:
+    """Run a ``PTQConfig`` on a float model: ``PTQPipeline(config).run(model, calib, policy)``.
+
+    ``callbacks`` are added to every reconstruction fit (e.g. ``keras.callbacks.TensorBoard``
+    is added per unit when ``log_dir`` is given); ``history`` records each unit's MSE before
+    after optimisation ("mse_optimised"), and as kept ("mse_after"; equal unless reverted),
+    and its wall time. With
+    ``config.revert_if_worse`` a unit whose optimisation raised its reconstruction MSE on the
+    calibration data is restored, so a step never makes a unit worse than its init.
+    """
+
+    def __init__(self, config=None, callbacks=(), log_dir=None, progress=True):
+        self.config = config if isinstance(config, PTQConfig) else \
+            PTQConfig.from_config(config or {})
+        self.callbacks = list(callbacks)
+        self.log_dir = log_dir
+        self.progress = progress
+        self.history = []
+
+    def _unit_callbacks(self, name):
+        callbacks = list(self.callbacks)
+        if self.log_dir:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(self.log_dir, name),
+                                                         update_freq=50))
+        if self.config.early_stop_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                "loss", patience=self.config.early_stop_patience, restore_best_weights=False))
+        return callbacks
+
+    def run(self, model, calibration_data, policy="w4a4"):
+        """The quantized tf_keras model for ``model`` under ``policy``."""
+        cfg = self.config
+        check_tf_keras_model(model)
+        policy = BitPolicy.parse(policy)
+        keras.utils.set_random_seed(cfg.seed)
+        calib = np.concatenate(list(as_batches(calibration_data, 256, model.input_shape)))
+        plain, configs = strip_annotations(model)
+        float_model = preprocess(plain, cfg.preprocess_steps)
+        init = {"weights": cfg.weight_init, "activations": cfg.activation_init}
+        qmodel = build_quantized_model(float_model, policy, init, configs)
+        calibrate(qmodel, float_model, calib, seed=cfg.seed)
+        self.history = []
+        graph, units = find_units(qmodel, cfg.granularity)
+        optimise = cfg.optimize != "none" and cfg.iterations > 0
+        total = (len(units) * cfg.iterations if optimise else 0) + \
+            (cfg.bias_tuning_iterations if cfg.bias_tuning else 0)
+        bar = ProgressBar(total, enabled=self.progress and total > 0)
+        try:
+            if optimise:
+                for unit in units:
+                    self._reconstruct(unit, graph, qmodel, float_model, calib, bar)
+                tie_activation_ranges(qmodel)
+            if cfg.bias_tuning and cfg.bias_tuning_iterations > 0:
+                bar.set_unit("bias tuning")
+                start = time.time()
+                target = float_model.predict(calib, batch_size=256, verbose=0)
+                forward = lambda x, training: qmodel(x, training=training)  # noqa: E731
+                before = reconstruction_mse(forward, calib, target)
+                saved = _snapshot(model_biases(qmodel))
+                fit(bias_tuning_model(qmodel, cfg.bias_tuning_learning_rate), calib, target,
+                    cfg.bias_tuning_iterations, cfg.bias_tuning_batch_size,
+                    self._unit_callbacks("bias_tuning") + [bar], seed=cfg.seed)
+                self._record("bias_tuning", before, reconstruction_mse(forward, calib, target),
+                             saved, start)
+        finally:
+            bar.close()
+        return qmodel
+
+    def _reconstruct(self, unit, graph, qmodel, float_model, calib, bar):
+        cfg = self.config
+        start = time.time()
+        bar.set_unit(unit.name)
+        inputs = tensor_values(qmodel, unit.inputs, calib)
+        inputs = inputs[0] if len(inputs) == 1 else dict(zip(unit.inputs, inputs))
+        target = tensor_values(float_model, [float_name(graph, unit.output)], calib)[0]
+        forward = unit_forward(unit)
+        before = reconstruction_mse(forward, inputs, target)
+        saved = _snapshot(unit_state(unit))
+        optimiser = OPTIMISERS[cfg.optimize](cfg)
+        if hasattr(optimiser, "solve"):
+            optimiser.solve(unit, inputs)
+            bar.update_by(cfg.iterations)
+        else:
+            model = ReconstructionModel(forward, optimiser.prepare(unit), optimiser.regularizer())
+            fit(model, inputs, target, cfg.iterations, cfg.batch_size,
+                optimiser.callbacks() + self._unit_callbacks(unit.name) + [bar], seed=cfg.seed)
+        optimiser.finalize(unit)
+        self._record(unit.name, before, reconstruction_mse(forward, inputs, target), saved, start)
+
+    def _record(self, name, before, after, saved, start):
+        """Log a unit's result; restore its state if it got worse and ``revert_if_worse``."""
+        reverted = self.config.revert_if_worse and after > before
+        if reverted:
+            _restore(saved)
+        self.history.append({"unit": name, "mse_before": before, "mse_optimised": after,
+                             "mse_after": before if reverted else after, "reverted": reverted,
+                             "seconds": time.time() - start})
+
+
+def _snapshot(variables):
+    return [(v, v.numpy().copy()) for v in variables]
+
+
+def _restore(saved):
+    for variable, value in saved:
+        variable.assign(value)

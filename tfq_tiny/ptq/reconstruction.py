@@ -1,0 +1,134 @@
+"""The one reconstruction loop: every optimiser, both granularities, and bias tuning.
+
+For each unit, in execution order: cache the unit's inputs computed by the *quantized*
+model so far (so each unit learns to correct the error its quantized predecessors left,
+as AdaRound's asymmetric reconstruction and BRECQ do) and the *float* model's output of the
+unit as the target; then minimise the MSE between them (plus the optimiser's regulariser)
+over the optimiser's variables with ``keras.Model.fit``, so that schedules, logging,
+progress and early stopping are ordinary Keras callbacks. Bias tuning runs the same loop
+with the whole model as one unit and the biases as its variables. An optimiser with a
+closed-form step (BitSplit's ``solve``) gets the same cached inputs in place of the fit.
+"""
+import numpy as np
+
+from tfq_tiny._compat import keras, tf
+from tfq_tiny.graph import call_layer
+
+
+class ReconstructionModel(keras.Model):
+    """A Keras model over a callable, training only the given variable groups.
+
+    ``forward(inputs, training)`` computes the quantized output; ``groups`` is a list of
+    ``(variables, learning_rate)``, each with its own Adam (the first is ``model.optimizer``,
+    so Keras learning-rate callbacks act on it); ``regularizer()`` returns a scalar added to
+    the MSE (AdaRound's rounding term). Logs report loss, mse and reg.
+    """
+
+    def __init__(self, forward, groups, regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self._forward = forward
+        self._groups = [(list(v), float(lr)) for v, lr in groups if len(v)]
+        self._opt_vars = [v for vs, _ in self._groups for v in vs]
+        self._regularizer = regularizer
+        self._extra_optimizers = [keras.optimizers.Adam(lr) for _, lr in self._groups[1:]]
+        self.compile(optimizer=keras.optimizers.Adam(self._groups[0][1] if self._groups else 0.0))
+
+    def call(self, inputs, training=False):
+        # Layers always run in inference mode: reconstruction must not see dropout noise.
+        return self._forward(inputs, False)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            tape.watch(self._opt_vars)
+            mse = tf.reduce_mean(tf.square(self(x, training=True) - y))
+            reg = self._regularizer() if self._regularizer is not None else tf.constant(0.0)
+            loss = mse + reg
+        grads = tape.gradient(loss, self._opt_vars)
+        start = 0
+        for (variables, _), optimizer in zip(self._groups,
+                                             [self.optimizer] + self._extra_optimizers):
+            pairs = [(g, v) for g, v in zip(grads[start:start + len(variables)], variables)
+                     if g is not None]
+            start += len(variables)
+            if pairs:
+                optimizer.apply_gradients(pairs)
+        return {"loss": loss, "mse": mse, "reg": reg}
+
+    def test_step(self, data):
+        x, y = data
+        return {"mse": tf.reduce_mean(tf.square(self(x, training=False) - y))}
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Cosine learning-rate decay to zero over the fit, for every variable group's Adam."""
+
+    def on_train_begin(self, logs=None):
+        self.step = 0
+        self.total = self.params["epochs"] * self.params["steps"]
+        self.optimizers = [self.model.optimizer] + self.model._extra_optimizers
+        self.base = [float(o.learning_rate.numpy()) for o in self.optimizers]
+
+    def on_train_batch_begin(self, batch, logs=None):
+        factor = 0.5 * (1.0 + np.cos(np.pi * min(self.step, self.total) / max(1, self.total)))
+        for optimizer, base in zip(self.optimizers, self.base):
+            optimizer.learning_rate.assign(base * factor)
+        self.step += 1
+
+
+def reconstruction_mse(forward, inputs, target, batch_size=256):
+    """MSE of ``forward`` (traced afresh, so it sees the current rounding) against ``target``."""
+    return float(ReconstructionModel(forward, []).evaluate(inputs, target, batch_size=batch_size,
+                                                           verbose=0))
+
+
+def unit_forward(unit):
+    """Forward function of a unit: runs its nodes on a dict of its input tensors."""
+
+    def forward(inputs, training):
+        values = dict(inputs) if isinstance(inputs, dict) else {unit.inputs[0]: inputs}
+        for node in unit.nodes:
+            args = [values[p] for p in node.inputs]
+            layer = node.layer
+            values[node.name] = call_layer(layer, args) if not _takes_training(layer) else \
+                layer(args if len(args) > 1 else args[0], training=training)
+        return values[unit.output]
+
+    return forward
+
+
+def _takes_training(layer):
+    from tfq_tiny._compat import QuantizeLayer
+    from tfq_tiny.quantization.calibration import QuantizeWrapper
+
+    return isinstance(layer, (QuantizeWrapper, QuantizeLayer))
+
+
+def tensor_values(model, names, data, batch_size=256):
+    """NumPy values of the outputs of layers ``names`` of ``model`` on ``data``."""
+    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    chunks = [[] for _ in names]
+    for i in range(0, len(data), batch_size):
+        outs = probe(data[i:i + batch_size], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for chunk, out in zip(chunks, outs):
+            chunk.append(np.asarray(out))
+    return [np.concatenate(c) for c in chunks]
+
+
+def fit(model, inputs, target, iterations, batch_size, callbacks=(), seed=0, verbose=0):
+    """Run about ``iterations`` steps of ``model`` on cached ``inputs`` -> ``target``.
+
+    Steps are whole epochs of ``steps_per_epoch``; callbacks see the true total as
+    ``params['epochs'] * params['steps']``.
+    """
+    if iterations <= 0 or not model._opt_vars:
+        return None
+    n = len(target)
+    batch_size = min(batch_size, n)
+    steps_per_epoch = max(1, min(n // batch_size, iterations))
+    epochs = -(-iterations // steps_per_epoch)
+    dataset = tf.data.Dataset.from_tensor_slices((inputs, target)).shuffle(
+        n, seed=seed, reshuffle_each_iteration=True).repeat().batch(batch_size, drop_remainder=True)
+    return model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                     callbacks=list(callbacks), verbose=verbose)
