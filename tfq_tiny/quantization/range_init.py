@@ -110,7 +110,7 @@ class ActivationObserver:
     exact extremes as the MinMax candidate).
     """
 
-    def __init__(self, max_samples=1 << 20, seed=0):
+    def __init__(self, max_samples=1 << 18, seed=0):
         self.lo = np.inf
         self.hi = -np.inf
         self.count = 0
