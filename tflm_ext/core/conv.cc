@@ -1,15 +1,17 @@
 // CONV_2D, per-channel requantization, packed 2/4/8-bit input/filter/output.
 #include "tfq_arithmetic.h"
 #include "tfq_kernels.h"
+#include "tfq_patch.h"
 #include "tfq_validate.h"
 
 namespace tfq {
 namespace {
 
-// The MAC loop is instantiated for each (input bits, filter bits) pair so an
-// int8 x int8 convolution does plain byte loads; the output width only
-// matters once per output element and is a runtime switch.
-template <int kInBits, int kWBits>
+// Per output pixel and group, the receptive field is unpacked once (input
+// offset added, 0 for padding, which TFLM skips) and every output channel's
+// OHWI filter row -- K = KH*KW*C_per_group contiguous elements -- is streamed
+// against it (tfq_patch.h). The bit widths select the unpack / dot-product
+// functions once per call; the output width is a switch per output element.
 void ConvImpl(const ConvParams& p, const Requant& rq, const ConstTensor& in,
               const ConstTensor& filter, const Bias& bias, const Tensor& out) {
   const int32_t batches = in.dims[0];
@@ -22,62 +24,65 @@ void ConvImpl(const ConvParams& p, const Requant& rq, const ConstTensor& in,
   const int32_t f_d = filter.dims[3];
   const int32_t out_h = out.dims[1];
   const int32_t out_w = out.dims[2];
-  const int32_t filters_per_group = out_d / (in_d / f_d);
+  const int32_t groups = in_d / f_d;
+  const int32_t filters_per_group = out_d / groups;
+  const int32_t patch_size = k_h * k_w * f_d;  // < 2^31: filter count checked
   const int32_t input_offset = p.input_offset;
   const uint8_t* in_data = in.data;
-  const uint8_t* f_data = filter.data;
   const int32_t out_bits = out.bits;
+  const internal::UnpackFn unpack = internal::UnpackFor(in.bits);
+  const internal::DotFn dot = internal::DotFor(filter.bits);
 
-  int32_t out_index = 0;  // outputs are produced in flat NHWC order
   for (int32_t b = 0; b < batches; ++b) {
     for (int32_t oy = 0; oy < out_h; ++oy) {
       const int32_t iy0 = oy * p.stride_height - p.pad_height;
       for (int32_t ox = 0; ox < out_w; ++ox) {
         const int32_t ix0 = ox * p.stride_width - p.pad_width;
-        for (int32_t oc = 0; oc < out_d; ++oc, ++out_index) {
-          const int32_t in_c0 = (oc / filters_per_group) * f_d;
-          uint32_t acc = 0;  // int32 accumulator with defined wrap-around
-          for (int32_t fy = 0; fy < k_h; ++fy) {
-            const int32_t iy = iy0 + p.dilation_height * fy;
-            if (iy < 0 || iy >= in_h) continue;
-            for (int32_t fx = 0; fx < k_w; ++fx) {
+        const int32_t out_base = ((b * out_h + oy) * out_w + ox) * out_d;
+        for (int32_t g = 0; g < groups; ++g) {
+          const int32_t in_c0 = g * f_d;
+          // Patch values k0 .. k0+n-1, k = (fy * k_w + fx) * f_d + ic: one
+          // run of input channels per filter tap.
+          auto gather = [&](int32_t k0, int32_t n, int16_t* dst) {
+            const int32_t tap = k0 / f_d;  // fy * k_w + fx
+            int32_t ic = k0 - tap * f_d;   // first channel of the first run
+            int32_t fy = tap / k_w;
+            int32_t fx = tap - fy * k_w;
+            while (n > 0) {
+              const int32_t run = f_d - ic < n ? f_d - ic : n;
+              const int32_t iy = iy0 + p.dilation_height * fy;
               const int32_t ix = ix0 + p.dilation_width * fx;
-              if (ix < 0 || ix >= in_w) continue;
-              const int32_t in_base = ((b * in_h + iy) * in_w + ix) * in_d + in_c0;
-              const int32_t f_base = ((oc * k_h + fy) * k_w + fx) * f_d;
-              for (int32_t ic = 0; ic < f_d; ++ic) {
-                const int32_t x = LoadPacked<kInBits>(in_data, in_base + ic);
-                const int32_t w = LoadPacked<kWBits>(f_data, f_base + ic);
-                acc += static_cast<uint32_t>(w * (x + input_offset));
+              if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
+                internal::FillZero(dst, run);
+              } else {
+                unpack(in_data,
+                       ((b * in_h + iy) * in_w + ix) * in_d + in_c0 + ic, run,
+                       input_offset, dst);
+              }
+              dst += run;
+              n -= run;
+              ic = 0;
+              if (++fx == k_w) {
+                fx = 0;
+                ++fy;
               }
             }
-          }
-          int32_t v = static_cast<int32_t>(acc);
-          if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
-          v = MultiplyByQuantizedMultiplier(v, rq.multiplier[oc], rq.shift[oc]);
-          v = WrapAdd(v, p.output_offset);
-          v = Clamp(v, p.act_min, p.act_max);
-          SetPacked(out.data, out_index, out_bits, v);
+          };
+          auto emit = [&](int32_t oc, uint32_t acc) {
+            int32_t v = static_cast<int32_t>(acc);
+            if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
+            v = MultiplyByQuantizedMultiplier(v, rq.multiplier[oc],
+                                              rq.shift[oc]);
+            v = WrapAdd(v, p.output_offset);
+            v = Clamp(v, p.act_min, p.act_max);
+            SetPacked(out.data, out_base + oc, out_bits, v);
+          };
+          internal::PatchDotProducts(
+              patch_size, g * filters_per_group, (g + 1) * filters_per_group,
+              filter.data, dot, gather, emit);
         }
       }
     }
-  }
-}
-
-template <int kInBits>
-void DispatchFilterBits(const ConvParams& p, const Requant& rq,
-                        const ConstTensor& in, const ConstTensor& filter,
-                        const Bias& bias, const Tensor& out) {
-  switch (filter.bits) {
-    case 8:
-      ConvImpl<kInBits, 8>(p, rq, in, filter, bias, out);
-      break;
-    case 4:
-      ConvImpl<kInBits, 4>(p, rq, in, filter, bias, out);
-      break;
-    default:
-      ConvImpl<kInBits, 2>(p, rq, in, filter, bias, out);
-      break;
   }
 }
 
@@ -113,17 +118,7 @@ Status ConvPerChannel(const ConvParams& p, const Requant& rq,
   TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, filter, f_count));
 
   ClearPackedTail(out.data, out_count, out.bits);
-  switch (in.bits) {
-    case 8:
-      DispatchFilterBits<8>(p, rq, in, filter, bias, out);
-      break;
-    case 4:
-      DispatchFilterBits<4>(p, rq, in, filter, bias, out);
-      break;
-    default:
-      DispatchFilterBits<2>(p, rq, in, filter, bias, out);
-      break;
-  }
+  ConvImpl(p, rq, in, filter, bias, out);
   return kOk;
 }
 

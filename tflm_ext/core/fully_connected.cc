@@ -1,12 +1,14 @@
 // FULLY_CONNECTED, per-channel or per-tensor requantization, packed tensors.
 #include "tfq_arithmetic.h"
 #include "tfq_kernels.h"
+#include "tfq_patch.h"
 #include "tfq_validate.h"
 
 namespace tfq {
 namespace {
 
-template <int kInBits, int kWBits>
+// Per batch row, the input vector is unpacked once (input offset added) and
+// every output channel's filter row is streamed against it (tfq_patch.h).
 void FullyConnectedImpl(const FullyConnectedParams& p, const Requant& rq,
                         const ConstTensor& in, const ConstTensor& filter,
                         const Bias& bias, const Tensor& out) {
@@ -15,46 +17,28 @@ void FullyConnectedImpl(const FullyConnectedParams& p, const Requant& rq,
   const int32_t out_d = filter.dims[0];
   const int32_t input_offset = p.input_offset;
   const uint8_t* in_data = in.data;
-  const uint8_t* f_data = filter.data;
   const int32_t out_bits = out.bits;
   const int32_t rq_step = rq.count == 1 ? 0 : 1;  // per-tensor: one entry
+  const internal::UnpackFn unpack = internal::UnpackFor(in.bits);
+  const internal::DotFn dot = internal::DotFor(filter.bits);
 
-  int32_t out_index = 0;
   for (int32_t b = 0; b < batches; ++b) {
     const int32_t in_base = b * depth;
-    for (int32_t oc = 0; oc < out_d; ++oc, ++out_index) {
-      const int32_t f_base = oc * depth;
-      uint32_t acc = 0;
-      for (int32_t d = 0; d < depth; ++d) {
-        const int32_t x = LoadPacked<kInBits>(in_data, in_base + d);
-        const int32_t w = LoadPacked<kWBits>(f_data, f_base + d);
-        acc += static_cast<uint32_t>(w * (x + input_offset));
-      }
+    const int32_t out_base = b * out_d;
+    auto gather = [&](int32_t k0, int32_t n, int16_t* dst) {
+      unpack(in_data, in_base + k0, n, input_offset, dst);
+    };
+    auto emit = [&](int32_t oc, uint32_t acc) {
       int32_t v = static_cast<int32_t>(acc);
       if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
       const int32_t q = oc * rq_step;
       v = MultiplyByQuantizedMultiplier(v, rq.multiplier[q], rq.shift[q]);
       v = WrapAdd(v, p.output_offset);
       v = Clamp(v, p.act_min, p.act_max);
-      SetPacked(out.data, out_index, out_bits, v);
-    }
-  }
-}
-
-template <int kInBits>
-void DispatchFilterBits(const FullyConnectedParams& p, const Requant& rq,
-                        const ConstTensor& in, const ConstTensor& filter,
-                        const Bias& bias, const Tensor& out) {
-  switch (filter.bits) {
-    case 8:
-      FullyConnectedImpl<kInBits, 8>(p, rq, in, filter, bias, out);
-      break;
-    case 4:
-      FullyConnectedImpl<kInBits, 4>(p, rq, in, filter, bias, out);
-      break;
-    default:
-      FullyConnectedImpl<kInBits, 2>(p, rq, in, filter, bias, out);
-      break;
+      SetPacked(out.data, out_base + oc, out_bits, v);
+    };
+    internal::PatchDotProducts(depth, 0, out_d, filter.data, dot, gather,
+                               emit);
   }
 }
 
@@ -83,17 +67,7 @@ Status FullyConnected(const FullyConnectedParams& p, const Requant& rq,
   TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, filter, f_count));
 
   ClearPackedTail(out.data, out_count, out.bits);
-  switch (in.bits) {
-    case 8:
-      DispatchFilterBits<8>(p, rq, in, filter, bias, out);
-      break;
-    case 4:
-      DispatchFilterBits<4>(p, rq, in, filter, bias, out);
-      break;
-    default:
-      DispatchFilterBits<2>(p, rq, in, filter, bias, out);
-      break;
-  }
+  FullyConnectedImpl(p, rq, in, filter, bias, out);
   return kOk;
 }
 
