@@ -69,6 +69,8 @@ _CUSTOM_CODE = {
     "AVERAGE_POOL_2D": custom_ops.AVERAGE_POOL_2D, "MAX_POOL_2D": custom_ops.MAX_POOL_2D,
 }
 _FUSED = {"linear": "NONE", "relu": "RELU", "relu6": "RELU6"}
+_OPTION_DEFAULTS = {"stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1,
+                    "input_bits": 8, "weight_bits": 8, "output_bits": 8}
 
 
 class ExportError(TfqError):
@@ -142,7 +144,8 @@ class _Plan:
                 self.grid[op.output] = _Grid(op.output, source.bits, source.scale,
                                              source.zero_point, source.bits)
                 continue
-            grid = _slot_grid(outputs.get(op.fused[-1] if op.fused else op.name), op.output, op.name)
+            owner = op.fused[-1] if op.fused else op.name
+            grid = _slot_grid(outputs.get(owner), op.output, owner)
             if kind.startswith(("AveragePooling", "GlobalAveragePooling")):
                 source = self.grid[op.inputs[0]]
                 if (grid.scale, grid.zero_point, grid.bits) != (source.scale, source.zero_point, source.bits):
@@ -196,16 +199,20 @@ class _Plan:
         slots = quantizer_slots(self.model)
         weight = {s.layer_name: s.quantizer.num_bits for s in slots if s.kind == "weight"}
         act = {s.layer_name: s.quantizer.num_bits for s in slots if s.kind in ("input", "output")}
+        producers = {op.output: (op.fused[-1] if op.fused else op.name) for op in self.ops}
+        output_layers = {producers[name] for name in self.outputs if producers.get(name) in act}
+        output_bits = _most_common([act[name] for name in output_layers], None)
         w_default = _most_common(weight.values(), 8)
-        a_default = _most_common(act.values(), 8)
+        a_default = _most_common([b for n, b in act.items() if n not in output_layers] or act.values(), 8)
         overrides = {}
         for name, bits in weight.items():
             if bits != w_default:
                 overrides.setdefault(name, {})["weight_bits"] = bits
         for name, bits in act.items():
-            if bits != a_default:
+            expected = output_bits if name in output_layers else a_default
+            if bits != expected:
                 overrides.setdefault(name, {})["activation_bits"] = bits
-        return BitPolicy(w_default, a_default, overrides)
+        return BitPolicy(w_default, a_default, overrides, output_bits)
 
 
 def _most_common(values, default):
@@ -552,6 +559,11 @@ class _Writer:
         return op
 
     def make_custom(self, tfl_op, name, **options):
+        """Turn ``tfl_op`` into TFQ_<name> with the flexbuffer ``options`` (contract defaults left out)."""
+        defaults = dict(_OPTION_DEFAULTS, input2_bits=options.get("input_bits", 8))
+        qmin, qmax = int_range(options.get("output_bits", 8))
+        defaults.update(act_min=qmin, act_max=qmax)
+        options = {k: v for k, v in options.items() if defaults.get(k) != v}
         tfl_op.opcodeIndex = self.opcode(custom=_CUSTOM_CODE[name])
         tfl_op.builtinOptionsType = 0
         tfl_op.builtinOptions = None
@@ -584,10 +596,8 @@ class _Writer:
         inputs = [x, filter_index]
         has_bias = len(tfl_op.inputs) > 2 and int(tfl_op.inputs[2]) >= 0
         if has_bias or np.any(bias_ints) or name != "FULLY_CONNECTED" or as_conv:
-            bias_scales = (np.float64(in_grid.scale) * scales.astype(np.float64)).astype(np.float32)
             inputs.append(self.add_tensor(f"{op.name}/bias", [scales.size], schema_fb.TensorType.INT32,
-                                          self.add_buffer(bias_ints.astype("<i4").tobytes()),
-                                          _quantization(bias_scales, np.zeros(scales.size))))
+                                          self.add_buffer(bias_ints.astype("<i4").tobytes())))
         elif name == "FULLY_CONNECTED":
             inputs.append(-1)
         tfl_op.inputs = np.asarray(inputs, np.int32)
@@ -655,13 +665,48 @@ class _Writer:
             like = self.graph.tensors[x]
             out = self.add_tensor(f"{_text(like.name)}/{name}", shape, like.type, 0, like.quantization)
             self.tensor_of[out] = self.tensor_of[x]
-        shape_index = self.add_tensor(f"{name}/shape", [len(shape)], schema_fb.TensorType.INT32,
-                                      self.add_buffer(np.asarray(shape, "<i4").tobytes()))
-        options = schema_fb.ReshapeOptionsT()
-        options.newShape = np.asarray(shape, np.int32)
-        self.operators.append(self.operator(self.opcode(_OPS.RESHAPE), [x, shape_index], [out],
-                                            schema_fb.BuiltinOptions.ReshapeOptions, options))
+        self.operators.append(self.reshape_op(x, out))
         return out
+
+    def reshape_op(self, x, out):
+        """A one-input RESHAPE (the new shape in its options, as TFLM and LiteRT accept)."""
+        options = schema_fb.ReshapeOptionsT()
+        options.newShape = np.asarray(self.tfl.shape(out), np.int32)
+        return self.operator(self.opcode(_OPS.RESHAPE), [x], [out],
+                             schema_fb.BuiltinOptions.ReshapeOptions, options)
+
+    def simplify_shape_ops(self):
+        """Fold chains of RESHAPE/EXPAND_DIMS/SQUEEZE into one RESHAPE and drop those that do
+        not change the shape (TF's Conv1D lowering squeezes and re-expands between layers).
+        Packed activations survive any reshape: the bytes are copied in order."""
+        protected = {int(i) for i in self.graph.inputs} | {int(i) for i in self.graph.outputs}
+        ops = self.operators
+        for k, op in enumerate(ops):
+            if self.tfl.op_name(op) in _SHAPE_OPS:
+                ops[k] = self.reshape_op(int(op.inputs[0]), int(op.outputs[0]))
+        changed = True
+        while changed:
+            changed = False
+            names = [self.tfl.op_name(op) for op in ops]
+            consumers = Counter(int(i) for op in ops for i in op.inputs if i >= 0)
+            producer = {int(op.outputs[0]): k for k, op in enumerate(ops)}
+            for k, op in enumerate(ops):
+                if names[k] not in _SHAPE_OPS:
+                    continue
+                src, dst = int(op.inputs[0]), int(op.outputs[0])
+                if self.tfl.shape(src) == self.tfl.shape(dst) and dst not in protected:
+                    for other in ops:
+                        other.inputs = np.asarray([src if int(i) == dst else int(i) for i in other.inputs], np.int32)
+                    del ops[k]
+                    changed = True
+                    break
+                first = producer.get(src)
+                if first is not None and names[first] in _SHAPE_OPS and consumers[src] == 1 \
+                        and src not in protected:
+                    ops[k] = self.reshape_op(int(ops[first].inputs[0]), dst)
+                    del ops[first]
+                    changed = True
+                    break
 
     def mean(self, tfl_op, op):
         """MEAN over the spatial axes as a full-window AVERAGE_POOL_2D (+ RESHAPEs)."""
@@ -710,17 +755,33 @@ def _bias_codes(filt, axis, scales, bias, input_scale, layer):
 
 
 def _set_activation_tensors(writer):
-    """Our grid on every activation tensor, named after the layer that writes it."""
-    display = {op.output: op.name for op in writer.plan.ops}
-    seen = Counter()
-    for index, name in sorted(writer.tensor_of.items()):
+    """Our grid on every activation tensor."""
+    for index, name in writer.tensor_of.items():
         grid = writer.plan.grid[name]
         tensor = writer.graph.tensors[index]
         tensor.type = schema_fb.TensorType.INT8
         tensor.quantization = _quantization([grid.scale], [grid.zero_point])
-        label = display.get(name, name)
-        tensor.name = label if not seen[label] else f"{label}_{seen[label]}"
-        seen[label] += 1
+
+
+def tensor_label(plan, name):
+    """The flatbuffer name of our tensor ``name``: the layer that writes it (or the input)."""
+    for op in plan.ops:
+        if op.output == name:
+            return op.name
+    return name
+
+
+def _name_tensors(graph, plan, activations):
+    """Activations after their layer (``label``, then ``label#1``... for reshaped copies),
+    constants ``<layer>/kernel``, ``<layer>/bias`` or ``const_<index>``."""
+    seen = Counter()
+    for index, tensor in enumerate(graph.tensors):
+        if index in activations:
+            label = tensor_label(plan, activations[index])
+            tensor.name = label if not seen[label] else f"{label}#{seen[label]}"
+            seen[label] += 1
+        elif not _text(tensor.name).endswith(("/kernel", "/bias")):
+            tensor.name = f"const_{index}"
 
 
 def _compact(model):
@@ -766,7 +827,7 @@ def _compact(model):
 
 def _add_metadata(model, info):
     buffer = schema_fb.BufferT()
-    buffer.data = np.frombuffer(json.dumps(info, sort_keys=True).encode(), np.uint8).copy()
+    buffer.data = np.frombuffer(json.dumps(info, sort_keys=True, separators=(",", ":")).encode(), np.uint8).copy()
     model.buffers.append(buffer)
     entry = schema_fb.MetadataT()
     entry.name = METADATA_NAME
@@ -832,16 +893,18 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
             writer.add(tfl_op, op)
         elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             writer.pool(tfl_op, name)
-    tfl.graph.operators = writer.operators
     _set_activation_tensors(writer)
+    writer.simplify_shape_ops()
+    tfl.graph.operators = writer.operators
+    tfl.model.metadata = []
+    tfl.model.description = "tfq_tiny"
     renumbered = _compact(tfl.model)
-    activations = sorted((renumbered[i], name) for i, name in tensor_of.items() if i in renumbered)
+    _name_tensors(tfl.graph, plan, {renumbered[i]: name for i, name in tensor_of.items() if i in renumbered})
     from tfq_tiny import __version__
     info = {"tfq_tiny_version": __version__, "policy": plan.policy().get_config(),
             "input_type": input_type,
             "inputs": [dict(plan.grid[n].as_dict(), tensor=int(i)) for n, i in zip(plan.inputs, tfl.graph.inputs)],
-            "outputs": [dict(plan.grid[n].as_dict(), tensor=int(i)) for n, i in zip(plan.outputs, tfl.graph.outputs)],
-            "activations": [[int(i), name] for i, name in activations]}
+            "outputs": [dict(plan.grid[n].as_dict(), tensor=int(i)) for n, i in zip(plan.outputs, tfl.graph.outputs)]}
     if metadata is not None:
         info["user"] = metadata
     try:
@@ -918,10 +981,14 @@ def layer_agreement(qmodel, model_bytes, x, kernels="numpy"):
 
     plan = _Plan(qmodel)
     meta = read_metadata(model_bytes)
-    first_index = {}
-    for index, name in meta["activations"]:
-        first_index.setdefault(name, index)
     shim = Interpreter(model_content=model_bytes, kernels=kernels)
+    by_name = {t["name"]: t["index"] for t in shim.tensors}
+    first_index = {}
+    for name in plan.grid:
+        label = tensor_label(plan, name)
+        if label not in by_name:
+            raise ExportError(f"the flatbuffer has no tensor named '{label}'; was it exported from this model?")
+        first_index[name] = by_name[label]
     x = np.asarray(x, np.float32)
     stored = {name: [] for name in first_index}
     for row in quantize_input(meta, x):

@@ -1,0 +1,479 @@
+"""The converter (tfq_tiny.export.converter) end to end, on small tf_keras models.
+
+(a) int8 exports run bit-exactly on the shim and the real TFLM interpreter (1000 inputs);
+(b) W4A8 exports keep CONV_2D/DEPTHWISE_CONV_2D as builtins with packed INT4 filters and match
+    TFLM and LiteRT; (c) the fake-quant model and the integer model agree within one step;
+(d) TFQ_* custom ops give the same bits on the NumPy and the C++ kernels; (e) the flatbuffer is
+close to the ideal size; (f) bad input fails with TfqError subclasses.
+
+On (c): the contract is checked layer by layer (each fake-quant layer fed the integer model's own
+inputs), where it holds on every element. End to end, one-step differences compound over layers
+(TFLM's double rounding with the large multipliers of 2/4-bit grids, the int32 bias grid, exact
+.5 ties of average pooling that the float simulation resolves by rounding noise), so only the
+argmax agreement is asserted there and the within-one-step share is printed.
+"""
+import numpy as np
+import pytest
+from flatbuffers import flexbuffers
+
+import tfq_tiny
+from tfq_tiny import BitPolicy, models
+from tfq_tiny._compat import keras, tf
+from tfq_tiny.analysis import op_graph
+from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError
+from tfq_tiny.export import flatbuffer, packing
+from tfq_tiny.export.converter import (ExportError, dequantize_output, layer_agreement, policy_of,
+                                       quantize_input, read_metadata, to_tflite)
+from tfq_tiny.runtime import custom_ops
+from tfq_tiny.runtime.interpreter import Interpreter
+
+tflite_micro = pytest.importorskip("tflite_micro")
+L = keras.layers
+fb = flatbuffer.schema_fb
+
+
+def _randomize_bn(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            c = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, c), rng.normal(0, 0.5, c),
+                               rng.normal(0, 0.3, c), rng.uniform(0.3, 2.0, c)])
+    return model
+
+
+def signal_model():
+    """Conv1D/BN/ReLU, MaxPool1D, Conv1D+relu, AvgPool1D, GAP1D and Flatten heads, Add, Softmax."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((24, 3), name="signal")
+    x = L.ReLU(name="r1")(L.BatchNormalization(name="bn1")(L.Conv1D(8, 3, padding="same", name="c1")(i)))
+    x = L.MaxPooling1D(2, name="mp")(x)
+    x = L.AveragePooling1D(2, name="ap")(L.Conv1D(8, 3, activation="relu", name="c2")(x))
+    head = L.Add(name="add")([L.Dense(6, name="fc1")(L.GlobalAveragePooling1D(name="gap")(x)),
+                              L.Dense(6, name="fc2")(L.Flatten(name="flat")(x))])
+    return _randomize_bn(keras.Model(i, L.Softmax(name="softmax")(head)), 0)
+
+
+def image_model():
+    """Conv/BN/ReLU, depthwise (multiplier 2) + ReLU6, pointwise, 1x1 shortcut, Add+ReLU, pools, Dense."""
+    keras.utils.set_random_seed(1)
+    i = keras.Input((12, 12, 3), name="image")
+    x = L.ReLU(name="r1")(L.BatchNormalization(name="bn1")(L.Conv2D(8, 3, padding="same", name="c1")(i)))
+    y = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, name="dw")(x)
+    y = L.ReLU(6.0, name="r2")(L.BatchNormalization(name="bn2")(y))
+    y = L.BatchNormalization(name="bn3")(L.Conv2D(8, 1, name="pw")(y))
+    z = L.ReLU(name="r3")(L.Add(name="add")([L.Conv2D(8, 1, name="sc")(x), y]))
+    z = L.MaxPooling2D(2, name="mp")(L.AveragePooling2D(2, name="ap")(z))
+    out = L.Dense(5, name="fc")(L.GlobalAveragePooling2D(name="gap")(z))
+    return _randomize_bn(keras.Model(i, out), 1)
+
+
+MIXED = (BitPolicy.uniform(4, 4).with_override("c1", weight_bits=8).with_override("r1", activation_bits=8)
+         .with_override("dw", weight_bits=2).with_override("r2", activation_bits=2)
+         .with_override("pw", weight_bits=8).with_override("sc", weight_bits=2, activation_bits=8)
+         .with_override("fc", weight_bits=2))
+POLICIES = {"w8a8": "w8a8", "w4a8": "w4a8", "w4a4": "w4a4", "w2a2": "w2a2", "mixed": MIXED}
+
+
+def _data(shape, n, seed):
+    return np.random.default_rng(seed).normal(size=(n,) + shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exports():
+    """Cached (qmodel, model bytes, float test inputs) per (model, policy, converter options)."""
+    builders = {"signal": (signal_model, (24, 3)), "image": (image_model, (12, 12, 3))}
+    qmodels, cache = {}, {}
+
+    def get(model_name, policy, **options):
+        key = (model_name, policy, tuple(sorted(options.items())))
+        if key not in cache:
+            build, shape = builders[model_name]
+            if (model_name, policy) not in qmodels:
+                qmodels[model_name, policy] = tfq_tiny.quantize_model(
+                    build(), POLICIES[policy], calibration_data=_data(shape, 128, 0))
+            qmodel = qmodels[model_name, policy]
+            cache[key] = (qmodel, to_tflite(qmodel, **options), _data(shape, 1000, 1))
+        return cache[key]
+    return get
+
+
+def run_tflm(model_bytes, xs):
+    micro = tflite_micro.runtime.Interpreter.from_bytes(model_bytes)
+    outs = []
+    for x in xs:
+        micro.set_input(x[None], 0)
+        micro.invoke()
+        outs.append(micro.get_output(0).copy())
+    return np.concatenate(outs)
+
+
+def run_litert(model_bytes, xs):
+    lite = tf.lite.Interpreter(model_content=model_bytes,
+                               experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    lite.allocate_tensors()
+    inp, out = lite.get_input_details()[0]["index"], lite.get_output_details()[0]["index"]
+    outs = []
+    for x in xs:
+        lite.set_tensor(inp, x[None])
+        lite.invoke()
+        outs.append(lite.get_tensor(out))
+    return np.concatenate(outs)
+
+
+def op_names(model_bytes):
+    return [name for _, name in Interpreter(model_content=model_bytes).operators]
+
+
+def tensor_types(model_bytes):
+    model = flatbuffer.read_model(model_bytes)
+    names = {v: k for k, v in vars(fb.TensorType).items() if not k.startswith("_")}
+    return {t.name.decode(): names[t.type] for t in model.subgraphs[0].tensors}
+
+
+# ---- (a) int8 ------------------------------------------------------------------------------------
+
+def test_int8_export_is_bit_exact_with_tflm_on_1000_inputs(exports):
+    qmodel, model_bytes, x = exports("signal", "w8a8")
+    ops = op_names(model_bytes)
+    assert not any(name.startswith("CUSTOM") for name in ops)
+    assert {"CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "ADD", "SOFTMAX"} <= set(ops)
+    assert "MEAN" not in ops, "global average pooling deploys as a full-window AVERAGE_POOL_2D"
+    xs = quantize_input(model_bytes, x)
+    assert xs.shape == (1000, 24, 3) and xs.dtype == np.int8
+    ours = Interpreter(model_content=model_bytes).run(xs)[0]
+    tflm = run_tflm(model_bytes, xs)
+    assert ours.size == 6000
+    assert np.array_equal(ours, tflm), f"{np.sum(ours != tflm)} of {ours.size} elements differ"
+    lite = run_litert(model_bytes, xs[:200])
+    assert np.abs(lite.astype(int) - ours[:200]).max() <= 1  # LiteRT's FC rounds once
+
+
+def test_int8_export_tensors_carry_our_grids(exports):
+    qmodel, model_bytes, _ = exports("signal", "w8a8")
+    ops, _, _ = op_graph(qmodel)
+    shim = Interpreter(model_content=model_bytes)
+    slots = {s.layer_name: s for s in tfq_tiny.quantization.quantizer_slots(qmodel)}
+    by_name = {t["name"]: t for t in shim.tensors}
+    checked = 0
+    for op in ops:
+        owner = op.fused[-1] if op.fused else op.name
+        if owner in slots and owner != "softmax":
+            for name, t in by_name.items():
+                if name == op.name or name.startswith(op.name + "#"):
+                    assert t["scales"][0] == np.float32(slots[owner].variables["scale"].numpy()), name
+                    assert t["zero_points"][0] == int(slots[owner].variables["zero_point"].numpy()), name
+                    checked += 1
+    assert checked >= 8
+    softmax = by_name["softmax"]
+    assert softmax["scales"][0] == np.float32(1 / 256) and softmax["zero_points"][0] == -128
+    c1 = next(t for t in shim.tensors if t["name"] == "c1/kernel")
+    slot = slots["c1"]
+    assert np.array_equal(c1["scales"], slot.variables["scale"].numpy().astype(np.float32))
+    codes = slot.quantizer.to_integers(slot.weight.numpy(), slot.variables)
+    assert np.array_equal(shim.get_tensor(c1["index"]).reshape(8, 3, 3), np.transpose(codes, (2, 0, 1)))
+
+
+# ---- (b) W4A8 ------------------------------------------------------------------------------------
+
+def test_w4a8_int4_builtins_match_tflm_and_litert(exports):
+    qmodel, model_bytes, x = exports("image", "w4a8", dense_int4="conv_1x1")
+    ops = op_names(model_bytes)
+    assert not any(name.startswith("CUSTOM") for name in ops)
+    types = tensor_types(model_bytes)
+    for layer in ("c1", "dw", "pw", "sc", "fc"):
+        assert types[f"{layer}/kernel"] == "INT4"
+    xs = quantize_input(model_bytes, x[:400])
+    ours = Interpreter(model_content=model_bytes).run(xs)[0]
+    assert np.array_equal(ours, run_tflm(model_bytes, xs))
+    assert np.array_equal(ours, run_litert(model_bytes, xs))
+
+
+def test_w4a8_default_dense_is_a_custom_op_and_8bit_dense_stays_builtin(exports):
+    _, model_bytes, x = exports("image", "w4a8")
+    ops = op_names(model_bytes)
+    assert ops.count("CUSTOM 'TFQ_FULLY_CONNECTED'") == 1
+    assert ops.count("CONV_2D") == 3 and "DEPTHWISE_CONV_2D" in ops
+    as_conv = exports("image", "w4a8", dense_int4="conv_1x1")[1]
+    xs = quantize_input(model_bytes, x[:100])
+    assert np.array_equal(Interpreter(model_content=model_bytes).run(xs)[0],
+                          Interpreter(model_content=as_conv).run(xs)[0])
+    POLICIES["w4a8_fc8"] = BitPolicy.uniform(4, 8).with_override("fc", weight_bits=8)
+    _, fc8, _ = exports("image", "w4a8_fc8")
+    assert "FULLY_CONNECTED" in op_names(fc8)
+    ours = Interpreter(model_content=fc8).run(xs)[0]
+    assert np.array_equal(ours, run_tflm(fc8, xs))
+    assert np.abs(run_litert(fc8, xs).astype(int) - ours).max() <= 1
+
+
+# ---- (c) fake quant vs integer ------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy,min_argmax", [("w8a8", 0.95), ("w4a4", 0.9), ("w2a2", 0.75), ("mixed", 0.9)])
+def test_fake_quant_and_integer_model_agree_within_one_step(exports, policy, min_argmax):
+    qmodel, model_bytes, x = exports("image", policy)
+    report = layer_agreement(qmodel, model_bytes, x[:16])
+    assert set(report) == {"c1", "dw", "pw", "sc", "add", "ap", "mp", "gap", "fc"}
+    for layer, row in report.items():
+        assert row["within_one_step"] >= 0.999, (layer, row)
+    meta = read_metadata(model_bytes)
+    ours = dequantize_output(meta, Interpreter(model_content=model_bytes).run(quantize_input(meta, x[:200]))[0])
+    fake = qmodel.predict(x[:200], verbose=0)
+    step = meta["outputs"][0]["scale"]
+    within = np.mean(np.abs(ours - fake) <= step * (1 + 1e-4))
+    argmax = np.mean(ours.argmax(1) == fake.argmax(1))
+    print(f"{policy}: end to end within one step {within:.4f}, argmax agreement {argmax:.4f}; "
+          f"per layer exact {min(r['exact'] for r in report.values()):.4f} (min)")
+    assert argmax >= min_argmax
+
+
+def test_signal_model_layers_agree_within_one_step(exports):
+    qmodel, model_bytes, x = exports("signal", "w8a8")
+    for layer, row in layer_agreement(qmodel, model_bytes, x[:24]).items():
+        assert row["within_one_step"] >= 0.999, (layer, row)
+
+
+# ---- (d) native vs NumPy -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["w4a4", "mixed", "w2a2"])
+def test_custom_ops_native_equals_numpy_on_every_tensor(exports, policy):
+    _, model_bytes, x = exports("image", policy)
+    ops = op_names(model_bytes)
+    assert {f"CUSTOM '{code}'" for code in custom_ops.CUSTOM_CODES} <= set(ops)
+    numpy_shim = Interpreter(model_content=model_bytes)
+    native_shim = Interpreter(model_content=model_bytes, kernels="native")
+    compared = 0
+    for row in quantize_input(model_bytes, x[:60]):
+        numpy_shim.run(row[None])
+        native_shim.run(row[None])
+        for t in numpy_shim.tensors:
+            if not t["constant"]:
+                a, b = numpy_shim.get_tensor(t["index"]), native_shim.get_tensor(t["index"])
+                assert np.array_equal(a, b), (policy, t["name"])
+                compared += a.size
+    assert compared > 60 * 1000
+
+
+def test_mixed_policy_operator_table(exports):
+    _, model_bytes, _ = exports("image", "mixed")
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    options = {}
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        if code.customCode:
+            name = graph.tensors[op.outputs[0]].name.decode()
+            options[name] = flexbuffers.Loads(bytes(np.asarray(op.customOptions, np.uint8)))
+    # keys equal to the contract's defaults (8 bits, stride 1, full act range) are left out
+    assert {options["add"].get("input_bits", 8), options["add"].get("input2_bits", 8)} == {4, 8}
+    assert options["dw"]["weight_bits"] == 2 and options["dw"]["output_bits"] == 2
+    assert options["dw"]["depth_multiplier"] == 2 and options["dw"]["padding"] == "SAME"
+    dw_zero_point = int(next(t for t in graph.tensors if t.name == b"dw").quantization.zeroPoint[0])
+    assert options["dw"].get("act_min", -2) == max(-2, dw_zero_point)  # ReLU6 folded into the range
+    assert options["c1"]["input_bits"] == 4 and "weight_bits" not in options["c1"] and "output_bits" not in options["c1"]
+    assert "output_bits" not in options["fc"] and options["fc"]["weight_bits"] == 2
+    assert all("stride_h" not in options[k] and "dilation_w" not in options[k] for k in ("c1", "dw", "pw", "sc"))
+    assert options["ap"]["stride_h"] == options["ap"]["filter_w"] == 2
+    types = tensor_types(model_bytes)
+    assert types["dw/kernel"] == "INT8" and types["c1/kernel"] == "INT8" and types["pw/kernel"] == "INT8"
+    assert types["fc/kernel"] == "INT8" and types["add"] == "INT8"
+    dw = next(t for t in graph.tensors if t.name == b"dw/kernel")
+    assert len(model.buffers[dw.buffer].data) == packing.packed_size(int(np.prod(dw.shape)), 2)
+
+
+def test_int2_typed_filters_give_the_same_outputs(exports):
+    _, as_int8, x = exports("image", "w2a2")
+    _, as_int2, _ = exports("image", "w2a2", int2_type="INT2")
+    assert tensor_types(as_int8)["dw/kernel"] == "INT8" and tensor_types(as_int2)["dw/kernel"] == "INT2"
+    xs = quantize_input(as_int8, x[:40])
+    assert np.array_equal(Interpreter(model_content=as_int8).run(xs)[0],
+                          Interpreter(model_content=as_int2).run(xs)[0])
+
+
+def test_sub_8bit_input_is_stored_packed(exports):
+    _, model_bytes, x = exports("image", "w4a4")
+    meta = read_metadata(model_bytes)
+    grid = meta["inputs"][0]
+    assert grid["bits"] == 4 and grid["storage_bits"] == 4
+    image = quantize_input(meta, x[:1])[0]
+    values = np.clip(np.sign(x[0] / np.float32(grid["scale"])) * np.floor(np.abs(x[0] / np.float32(grid["scale"])) + 0.5)
+                     + grid["zero_point"], -8, 7)
+    packed = packing.pack(values.astype(np.int8), 4)
+    assert np.array_equal(image.reshape(-1)[:packed.size].view(np.uint8), packed)
+    assert not np.any(image.reshape(-1)[packed.size:])
+    assert np.array_equal(custom_ops.unpack_storage(image, 4), values)
+
+
+# ---- (e) size --------------------------------------------------------------------------------------
+
+def _ideal_bytes(qmodel):
+    ops, _, _ = op_graph(qmodel)
+    total = 0
+    for op in ops:
+        if op.kernel_shape is not None:
+            total += -(-int(np.prod(op.kernel_shape)) * op.weight_bits // 8) + 4 * op.bias_size + 4 * op.channels
+    return total
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4", "w2a2"])
+def test_flatbuffer_size_is_close_to_ideal(policy):
+    model = models.build("cnn1d")
+    qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=_data((128, 9), 64, 0), init="minmax")
+    model_bytes = to_tflite(qmodel)
+    ideal = _ideal_bytes(qmodel)
+    print(f"cnn1d {policy}: {len(model_bytes)} bytes, ideal {ideal} ({len(model_bytes) / ideal - 1:+.2%})")
+    assert ideal < len(model_bytes) <= 1.03 * ideal + 4096
+
+
+# ---- metadata, float I/O, command line ----------------------------------------------------------
+
+def test_metadata_records_policy_version_and_grids(exports):
+    qmodel, model_bytes, _ = exports("image", "mixed")
+    meta = read_metadata(model_bytes)
+    assert meta["tfq_tiny_version"] == tfq_tiny.__version__
+    policy = BitPolicy.from_config(meta["policy"])
+    assert policy == policy_of(qmodel)
+    again = tfq_tiny.quantize_model(image_model(), policy, calibration_data=_data((12, 12, 3), 32, 0))
+    bits = lambda m: [(s.layer_name, s.kind, s.quantizer.num_bits) for s in tfq_tiny.quantization.quantizer_slots(m)]
+    assert bits(again) == bits(qmodel)
+    assert [g["name"] for g in meta["inputs"]] == ["image"]
+    tagged = to_tflite(qmodel, metadata={"run": "unit test", "seed": 0})
+    assert read_metadata(tagged)["user"] == {"run": "unit test", "seed": 0}
+    with pytest.raises(ModelFileError, match="no 'tfq_tiny' metadata"):
+        read_metadata(_strip_metadata(model_bytes))
+
+
+def _strip_metadata(model_bytes):
+    model = flatbuffer.read_model(model_bytes)
+    model.metadata = [m for m in model.metadata if m.name != b"tfq_tiny"]
+    return flatbuffer.write_model(model)
+
+
+def test_float_io_export(exports):
+    qmodel, int8_bytes, x = exports("signal", "w8a8")
+    float_bytes = to_tflite(qmodel, input_type="float32")
+    ops = op_names(float_bytes)
+    assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
+    shim = Interpreter(model_content=float_bytes)
+    assert shim.get_input_details()[0]["dtype"] == np.float32
+    ours = shim.run(x[:100])[0]
+    expected = dequantize_output(int8_bytes, Interpreter(model_content=int8_bytes).run(quantize_input(int8_bytes, x[:100]))[0])
+    assert np.array_equal(ours, expected)
+    assert np.array_equal(ours, run_tflm(float_bytes, x[:100]))
+
+
+def test_command_line_export(exports, tmp_path, capsys):
+    from absl import app
+    from tfq_tiny.export import __main__ as cli
+
+    qmodel, model_bytes, x = exports("image", "w4a4")
+    tfq_tiny.save_model(qmodel, str(tmp_path / "q.h5"))
+    out = tmp_path / "q.tflite"
+
+    def run(*argv):
+        cli.FLAGS.unparse_flags()
+        cli.FLAGS(["tfq_tiny.export", *argv])
+        try:
+            return cli.main([])
+        finally:
+            cli.FLAGS.unparse_flags()
+
+    assert run("--model", str(tmp_path / "q.h5"), "--output", str(out)) == 0
+    printed = capsys.readouterr().out
+    assert "TFQ_CONV_2D" in printed and "stored packed" in printed
+    xs = quantize_input(model_bytes, x[:50])
+    assert np.array_equal(Interpreter(model_path=str(out)).run(xs)[0], Interpreter(model_content=model_bytes).run(xs)[0])
+    with pytest.raises(app.UsageError):
+        run("--model", str(tmp_path / "none.h5"), "--output", str(out))
+    tfq_tiny.save_model(tfq_tiny.quantize_model(signal_model(), "w4a32"), str(tmp_path / "w.h5"))
+    assert run("--model", str(tmp_path / "w.h5"), "--output", str(tmp_path / "w.tflite")) == 1
+    assert "float tensor" in capsys.readouterr().err
+
+
+# ---- (f) bad input --------------------------------------------------------------------------------
+
+def test_unsupported_bit_widths_are_named():
+    qmodel = tfq_tiny.quantize_model(signal_model(), BitPolicy.uniform(8, 8).with_override("c2", weight_bits=3),
+                                     calibration_data=_data((24, 3), 32, 0))
+    with pytest.raises(BitWidthError, match=r"layer 'c2'.*weight 3 bits.*\[2, 4, 8\]"):
+        to_tflite(qmodel)
+    qmodel = tfq_tiny.quantize_model(image_model(), BitPolicy.uniform(4, 4).with_override("r3", activation_bits=6),
+                                     calibration_data=_data((12, 12, 3), 32, 0))
+    with pytest.raises(BitWidthError, match=r"layer 'r3'.*activation 6 bits"):
+        to_tflite(qmodel)
+
+
+def test_unexportable_models_raise_export_errors(exports):
+    weights_only = tfq_tiny.quantize_model(signal_model(), "w4a32")
+    with pytest.raises(ExportError, match="float tensor.*activations"):
+        to_tflite(weights_only)
+    with pytest.raises(ExportError, match="softmax.*8-bit"):
+        to_tflite(tfq_tiny.quantize_model(signal_model(), BitPolicy.uniform(8, 4, output_bits=4),
+                                          calibration_data=_data((24, 3), 32, 0)))
+    qmodel, _, _ = exports("image", "w4a4")
+    with pytest.raises(ExportError, match="float input can only feed an 8-bit"):
+        to_tflite(qmodel, input_type="float32")
+    for kwargs in ({"input_type": "uint8"}, {"int2_type": "UINT8"}, {"dense_int4": "matmul"}):
+        with pytest.raises(ExportError):
+            to_tflite(qmodel, **kwargs)
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 2))
+    causal = keras.Model(i, L.Dense(2)(L.Flatten()(L.Conv1D(3, 3, padding="causal")(i))))
+    with pytest.raises(ExportError, match="PAD"):
+        to_tflite(tfq_tiny.quantize_model(causal, "w8a8", calibration_data=_data((16, 2), 32, 0)))
+    with pytest.raises(ExportError, match="no quantizers"):
+        to_tflite(causal)
+
+
+def _with_custom_options(model_bytes, code, options_bytes):
+    model = flatbuffer.read_model(model_bytes)
+    for op in model.subgraphs[0].operators:
+        if model.operatorCodes[op.opcodeIndex].customCode == code.encode():
+            op.customOptions = None if options_bytes is None else np.frombuffer(options_bytes, np.uint8)
+            break
+    return flatbuffer.write_model(model)
+
+
+@pytest.mark.parametrize("options,match", [
+    (None, "custom options are missing"),
+    (b"\x01\x02", "flexbuffer"),
+    (bytes(flexbuffers.Dumps([1, 2])), "must be a flexbuffer map"),
+    (bytes(flexbuffers.Dumps({"padding": "FULL", "input_bits": 4})), "padding"),
+    (bytes(flexbuffers.Dumps({"padding": "SAME", "stride_h": "2"})), "'stride_h' must be an integer"),
+    (bytes(flexbuffers.Dumps({"padding": "SAME", "weight_bits": 3})), "weight_bits"),
+    (bytes(flexbuffers.Dumps({"padding": "SAME", "input_bits": 4, "weight_bits": 4, "output_bits": 4,
+                              "act_min": -9})), "act_min/act_max"),
+])
+def test_bad_custom_options_fail_at_load(exports, options, match):
+    _, model_bytes, _ = exports("image", "w4a4")
+    with pytest.raises(ModelFileError, match=r"operator #\d+ \(CUSTOM 'TFQ_CONV_2D'\).*" + match):
+        Interpreter(model_content=_with_custom_options(model_bytes, "TFQ_CONV_2D", options))
+
+
+def test_truncated_and_corrupted_exports_fail_cleanly(exports):
+    _, model_bytes, _ = exports("image", "w4a4")
+    rejected = 0
+    for cut in (0, 7, 8, 64, len(model_bytes) // 3, len(model_bytes) // 2, len(model_bytes) - 100):
+        with pytest.raises(TfqError):
+            Interpreter(model_content=model_bytes[:cut])
+        rejected += 1
+    with pytest.raises(ModelFileError):
+        read_metadata(model_bytes[:100])
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    kernel = next(t for t in graph.tensors if t.name == b"pw/kernel")
+    kernel.shape = np.asarray([8, 1, 1, 7], np.int32)
+    with pytest.raises(ModelFileError):
+        Interpreter(model_content=flatbuffer.write_model(model))
+    assert rejected == 7
+
+
+def test_packed_int8_constants_are_refused_by_builtins(exports):
+    """An INT8 constant holding packed 2/4-bit bytes is only for TFQ_* operators."""
+    _, model_bytes, _ = exports("signal", "w8a8")
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    kernel = next(t for t in graph.tensors if t.name == b"c1/kernel")
+    values = np.clip(np.asarray(model.buffers[kernel.buffer].data, np.uint8).view(np.int8) // 16, -8, 7)
+    model.buffers[kernel.buffer].data = packing.pack(values, 4)
+    with pytest.raises(ModelFileError, match="packed sub-byte values.*TFQ_"):
+        Interpreter(model_content=flatbuffer.write_model(model))

@@ -1,0 +1,72 @@
+"""Export a saved quantized model to a TFLM flatbuffer.
+
+    python -m tfq_tiny.export --model q.h5 --output model.tflite [--input_type int8]
+
+``--model`` is a model saved with ``tfq_tiny.save_model`` (h5 or SavedModel directory), loaded
+with ``tfq_tiny.load_model``. The flatbuffer is written atomically; a summary (size, operators,
+input grid) is printed.
+"""
+import os
+import sys
+import tempfile
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", None, "Quantized model saved with tfq_tiny.save_model (.h5 or SavedModel dir).")
+flags.DEFINE_string("output", None, "Path of the .tflite file to write.")
+flags.DEFINE_enum("input_type", "int8", ["int8", "float32"],
+                  "int8: integer input/output tensors (a sub-8-bit input is packed); float32: "
+                  "QUANTIZE/DEQUANTIZE at the ends (8-bit input quantizer only).")
+flags.DEFINE_enum("int2_type", "INT8", ["INT8", "INT2"],
+                  "Tensor type of 2-bit filters: INT8 holding packed bytes (any TFLM), or INT2 "
+                  "(tflm_ext glue built with -DTFQ_ACCEPT_TFLITE_INT2).")
+flags.DEFINE_enum("dense_int4", "custom", ["custom", "conv_1x1"],
+                  "Dense with 4-bit weights and 8-bit activations: TFQ_FULLY_CONNECTED, or a "
+                  "1x1 CONV_2D builtin (no custom operator needed).")
+flags.mark_flags_as_required(["model", "output"])
+
+
+def _write_atomically(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tfq_export_", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv):
+    del argv
+    import tfq_tiny
+    from tfq_tiny.errors import TfqError
+    from tfq_tiny.export import converter
+    from tfq_tiny.runtime.interpreter import Interpreter
+
+    if not os.path.exists(FLAGS.model):
+        raise app.UsageError(f"--model {FLAGS.model} does not exist.")
+    try:
+        qmodel = tfq_tiny.load_model(FLAGS.model)
+        model_bytes = converter.to_tflite(qmodel, input_type=FLAGS.input_type,
+                                          int2_type=FLAGS.int2_type, dense_int4=FLAGS.dense_int4)
+    except TfqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _write_atomically(FLAGS.output, model_bytes)
+    meta = converter.read_metadata(model_bytes)
+    ops = [name for _, name in Interpreter(model_content=model_bytes).operators]
+    print(f"wrote {FLAGS.output}: {len(model_bytes)} bytes, {len(ops)} operators "
+          f"({', '.join(sorted(set(ops)))})")
+    for grid in meta["inputs"]:
+        print(f"input '{grid['name']}': {grid['bits']}-bit grid, scale {grid['scale']:.6g}, "
+              f"zero point {grid['zero_point']}, stored {'packed' if grid['storage_bits'] < 8 else 'as int8'}")
+    print(f"policy: {meta['policy']}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
