@@ -39,15 +39,37 @@ def make_model_bytes():
     return converter.convert()
 
 
+def make_w4a4_bytes():
+    """A W4A4 export (tfq_tiny.export.converter) using all six TFQ_* custom operators, with packed
+    4-bit activations, INT4 and packed-INT8 2-bit filters."""
+    import tfq_tiny
+    from tfq_tiny.export.converter import to_tflite
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inp)
+    b = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(inp)
+    y = L.MaxPooling2D(2)(L.Add()([a, b]))
+    out = L.Dense(4, name="fc")(L.Flatten()(L.AveragePooling2D(3, strides=1)(y)))
+    policy = tfq_tiny.BitPolicy.uniform(4, 4).with_override("dw", weight_bits=2)
+    calib = np.random.default_rng(0).normal(size=(32, 6, 6, 2)).astype(np.float32)
+    return to_tflite(tfq_tiny.quantize_model(keras.Model(inp, out), policy, calibration_data=calib))
+
+
 @pytest.fixture(scope="module")
 def model_bytes():
     return make_model_bytes()
 
 
-def load_and_run(data, rng):
+@pytest.fixture(scope="module")
+def w4a4_bytes():
+    return make_w4a4_bytes()
+
+
+def load_and_run(data, rng, kernels="numpy"):
     """Return 'ok' or 'rejected'; any exception that is not a TfqError propagates."""
     try:
-        shim = Interpreter(model_content=bytes(data))
+        shim = Interpreter(model_content=bytes(data), kernels=kernels)
         for d in shim.get_input_details():
             if d["dtype"] == np.float32:
                 value = rng.normal(size=d["shape"]).astype(np.float32)
@@ -141,6 +163,76 @@ def test_hypothesis_byte_edits(model_bytes, data):
                                min_size=1, max_size=6))
     cut = data.draw(st.integers(8, len(model_bytes)))
     buf = bytearray(model_bytes)
+    for pos, value in edits:
+        buf[pos] = value
+    load_and_run(bytes(buf[:cut]), np.random.default_rng(0))
+
+
+def test_w4a4_export_loads_and_runs_on_both_kernel_sets(w4a4_bytes):
+    ops = [name for _, name in Interpreter(model_content=w4a4_bytes).operators]
+    assert len({name for name in ops if name.startswith("CUSTOM 'TFQ_")}) == 6
+    assert load_and_run(w4a4_bytes, np.random.default_rng(0)) == "ok"
+    assert load_and_run(w4a4_bytes, np.random.default_rng(0), kernels="native") == "ok"
+
+
+@pytest.mark.parametrize("kernels,cases", [("numpy", 1500), ("native", 400)])
+def test_w4a4_seeded_mutations_only_raise_tfq_errors(w4a4_bytes, kernels, cases):
+    rng = np.random.default_rng(4321)
+    outcomes = {"ok": 0, "rejected": 0}
+    for case in range(cases):
+        mutated, kind = mutate(w4a4_bytes, rng)
+        try:
+            outcomes[load_and_run(mutated, rng, kernels)] += 1
+        except Exception as exc:
+            pytest.fail(f"case {case} ({kind}, {kernels}) raised {type(exc).__name__}: {exc}")
+    assert outcomes["rejected"] > cases // 5 and outcomes["ok"] > cases // 20, outcomes
+
+
+def test_w4a4_custom_options_and_packed_tensors_mutated(w4a4_bytes):
+    """Flexbuffer options, packed buffers and tensor types of TFQ_* operators, corrupted."""
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        model = flatbuffer.read_model(w4a4_bytes)
+        graph = model.subgraphs[0]
+        custom = [op for op in graph.operators if op.customOptions is not None]
+        op = custom[rng.integers(len(custom))]
+        choice = rng.integers(5)
+        if choice == 0:
+            options = bytearray(np.asarray(op.customOptions, np.uint8).tobytes())
+            for _ in range(rng.integers(1, 4)):
+                options[rng.integers(len(options))] = int(rng.integers(256))
+            op.customOptions = np.frombuffer(bytes(options), np.uint8)
+        elif choice == 1:
+            op.customOptions = np.asarray(op.customOptions, np.uint8)[: rng.integers(len(op.customOptions))]
+        elif choice == 2:
+            tensor = graph.tensors[op.inputs[rng.integers(len(op.inputs))]]
+            tensor.type = int(rng.choice([0, 2, 3, 9, 17, 18]))
+        elif choice == 3:
+            tensor = graph.tensors[op.inputs[min(1, len(op.inputs) - 1)]]
+            data = model.buffers[tensor.buffer].data
+            if data is not None and len(data):
+                model.buffers[tensor.buffer].data = np.asarray(data, np.uint8)[: rng.integers(len(data))]
+        else:
+            tensor = graph.tensors[op.outputs[0]]
+            tensor.quantization.zeroPoint = np.asarray([int(rng.integers(-200, 200))], np.int64)
+        try:
+            data = flatbuffer.write_model(model)
+        except Exception:
+            continue
+        for kernels in ("numpy", "native"):
+            try:
+                load_and_run(data, rng, kernels)
+            except Exception as exc:
+                pytest.fail(f"case {case} (choice {choice}, {kernels}) raised {type(exc).__name__}: {exc}")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_w4a4_hypothesis_byte_edits(w4a4_bytes, data):
+    edits = data.draw(st.lists(st.tuples(st.integers(0, len(w4a4_bytes) - 1), st.integers(0, 255)),
+                               min_size=1, max_size=6))
+    cut = data.draw(st.integers(8, len(w4a4_bytes)))
+    buf = bytearray(w4a4_bytes)
     for pos, value in edits:
         buf[pos] = value
     load_and_run(bytes(buf[:cut]), np.random.default_rng(0))
