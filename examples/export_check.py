@@ -1,0 +1,229 @@
+"""Export the benchmark checkpoints and check the integer models against everything we have.
+
+For every committed float checkpoint (tfq_tiny/models/checkpoints/<model>.h5; models without one
+are skipped with a message), quantize with each policy (calibration: 1024 training samples drawn
+with --seed), export with tfq_tiny.export.converter.to_tflite, and measure on --num_samples test
+samples:
+
+- TFLM vs shim: identical output elements, real TFLM interpreter (pip tflite-micro) against the
+  NumPy shim, for exports made of TFLM builtins only (int8, and W4A8 whose 4-bit Dense is written
+  as a 1x1 CONV_2D);
+- shim NumPy vs native: identical output elements with the TFQ_* operators run on the NumPy
+  reference kernels and on the tflm_ext C++ kernels;
+- fake quant vs integer: share of output elements within one output quantization step end to
+  end, and the smallest per-layer share when each fake-quant layer gets the integer model's own
+  inputs (layer_agreement on --layer_samples samples);
+- top-1 accuracy of the fake-quant Keras model and of the integer model (same samples);
+- flatbuffer size against the ideal (weights at their bit width + int32 biases + float32
+  per-channel scales).
+
+    python examples/export_check.py                       # all checkpoints that exist
+    python examples/export_check.py --models=cnn1d --num_samples=2996
+
+Writes a Markdown table (with the command, seed, sample counts and machine) to --output,
+atomically.
+"""
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["cnn1d", "ds_cnn", "res8", "mobilenet_v1"], "Benchmark models to check.")
+flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR or ../shared/data).")
+flags.DEFINE_list("policies", ["int8", "w4a8", "w4a4", "mixed"],
+                  "Policies: int8 (= w8a8), any shorthand such as w4a8/w4a4/w2a2, or mixed.")
+flags.DEFINE_integer("num_samples", 1000, "Test samples for every comparison and the accuracies.")
+flags.DEFINE_integer("layer_samples", 64, "Test samples for the per-layer agreement check.")
+flags.DEFINE_integer("calibration_samples", 1024, "Training samples for calibration.")
+flags.DEFINE_integer("seed", 0, "Seed of the calibration draw and of the test-sample draw.")
+flags.DEFINE_string("output", os.path.join("results", "export_check.md"), "Markdown file to write.")
+
+MIXED_DESCRIPTION = ("mixed: W4A4 default; the input and the first layer's weights 8-bit; the "
+                     "largest layer's weights 2-bit; logits 8-bit")
+
+
+def mixed_policy(model):
+    """A 2/4/8-bit policy for any model: see MIXED_DESCRIPTION."""
+    from tfq_tiny import BitPolicy
+    from tfq_tiny.quantization.configs import weight_attr
+
+    weighted = [layer for layer in model.layers if weight_attr(layer) is not None]
+    largest = max(weighted, key=lambda layer: layer.count_params())
+    policy = BitPolicy.uniform(4, 4).with_override(model.input_names[0], activation_bits=8)
+    policy = policy.with_override(weighted[0].name, weight_bits=8)
+    return policy.with_override(largest.name, weight_bits=2)
+
+
+def ideal_bytes(qmodel):
+    from tfq_tiny.analysis import op_graph
+
+    total = 0
+    for op in op_graph(qmodel)[0]:
+        if op.kernel_shape is not None:
+            count = 1
+            for d in op.kernel_shape:
+                count *= int(d)
+            total += -(-count * op.weight_bits // 8) + 4 * op.bias_size + 4 * op.channels
+    return total
+
+
+def run_tflm(model_bytes, xs):
+    import numpy as np
+    import tflite_micro
+
+    micro = tflite_micro.runtime.Interpreter.from_bytes(model_bytes)
+    outs = []
+    for x in xs:
+        micro.set_input(x[None], 0)
+        micro.invoke()
+        outs.append(micro.get_output(0).copy())
+    return np.concatenate(outs)
+
+
+def check(name, model, policy_name, calib, x_test, y_test, float_acc):
+    import numpy as np
+
+    import tfq_tiny
+    from tfq_tiny.export import converter
+    from tfq_tiny.runtime.interpreter import Interpreter
+
+    policy = {"int8": "w8a8", "mixed": mixed_policy(model)}.get(policy_name, policy_name)
+    qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
+    dense_int4 = "conv_1x1" if policy_name == "w4a8" else "custom"
+    model_bytes = converter.to_tflite(qmodel, dense_int4=dense_int4)
+    meta = converter.read_metadata(model_bytes)
+    shim = Interpreter(model_content=model_bytes)
+    ops = [op for _, op in shim.operators]
+    custom = sum(op.startswith("CUSTOM") for op in ops)
+    xs = converter.quantize_input(meta, x_test)
+    ours = shim.run(xs)[0]
+    row = {"model": name, "policy": policy_name.upper() if policy_name != "mixed" else "mixed",
+           "ops": f"{len(ops) - custom} / {custom}", "float_acc": float_acc}
+    if custom:
+        row["tflm"] = "n/a (TFQ ops)"
+        native = Interpreter(model_content=model_bytes, kernels="native").run(xs)[0]
+        row["native"] = f"{int(np.sum(native == ours))}/{ours.size}"
+    else:
+        tflm = run_tflm(model_bytes, xs)
+        row["tflm"] = f"{int(np.sum(tflm == ours))}/{ours.size}"
+        row["native"] = "n/a (builtins only)"
+    fake = qmodel.predict(x_test, batch_size=256, verbose=0)
+    step = np.float32(meta["outputs"][0]["scale"])
+    integer = converter.dequantize_output(meta, ours)
+    row["within"] = 100.0 * float(np.mean(np.abs(integer - fake) <= step * (1 + 1e-4)))
+    layers = converter.layer_agreement(qmodel, model_bytes, x_test[:FLAGS.layer_samples])
+    worst = min(layers.items(), key=lambda kv: kv[1]["within_one_step"])
+    row["layers"] = f"{100 * worst[1]['within_one_step']:.2f} ({worst[0]})"
+    row["fake_acc"] = 100.0 * float(np.mean(fake.argmax(-1) == y_test))
+    row["int_acc"] = 100.0 * float(np.mean(ours.argmax(-1) == y_test))
+    row["size"] = len(model_bytes)
+    row["ideal"] = ideal_bytes(qmodel)
+    return row
+
+
+def markdown(rows, skipped, command, elapsed, n_test, n_calib):
+    import tensorflow as tf
+
+    lines = [
+        "# Export check: integer TFLite models of the benchmark checkpoints",
+        "",
+        f"Command: `{command}`  ",
+        f"Seed {FLAGS.seed}: {n_calib} calibration samples (training split), {n_test} test samples "
+        f"(drawn from the test split with the same seed), per-layer check on the first "
+        f"{min(FLAGS.layer_samples, n_test)} of them. Quantization: tfq_tiny.quantize_model defaults "
+        "(MSE ranges, BN folding + CLE).  ",
+        f"Machine: {platform.machine()} ({platform.processor() or 'cpu'}), {os.cpu_count()} cores "
+        f"(shared), Python {platform.python_version()}, TensorFlow {tf.__version__}; "
+        f"wall time {elapsed / 60:.1f} min.",
+        "",
+        "Policies: INT8 = W8A8; W4A8 exported with `dense_int4=\"conv_1x1\"` (the 4-bit Dense as a 1x1 "
+        f"CONV_2D, so TFLM runs it with builtins only); W4A4; {MIXED_DESCRIPTION}. Model outputs "
+        "(logits) are 8-bit in every policy (BitPolicy.output_bits).",
+        "",
+        "| model | policy | ops builtin / TFQ | TFLM = shim (elements) | shim NumPy = C++ (elements) "
+        "| output within 1 step (%) | per-layer within 1 step, min (%) | float acc (%) "
+        "| fake-quant acc (%) | integer acc (%) | Δ acc | size (B) | ideal (B) | overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['policy']} | {r['ops']} | {r['tflm']} | {r['native']} "
+            f"| {r['within']:.2f} | {r['layers']} | {r['float_acc']:.2f} | {r['fake_acc']:.2f} "
+            f"| {r['int_acc']:.2f} | {r['int_acc'] - r['fake_acc']:+.2f} | {r['size']} | {r['ideal']} "
+            f"| {r['size'] / r['ideal'] - 1:+.1%} ({r['size'] - r['ideal']} B) |")
+    lines += [
+        "",
+        "Columns: *TFLM = shim* and *NumPy = C++* count identical output elements; *output within 1 "
+        "step* compares the integer model's dequantized logits with the fake-quant model's end to end "
+        "(one-step differences of earlier layers compound, see the per-layer column for the contract "
+        "layer by layer: every fake-quant layer fed the integer model's own inputs); *Δ acc* = "
+        "integer - fake-quant accuracy on the same samples; *ideal* = weights at their bit width + "
+        "int32 biases + float32 per-channel scales; the overhead is the flatbuffer structure, int64 "
+        "per-channel zero points (TFLite schema), activation quantization, options and metadata.",
+    ]
+    if skipped:
+        lines += ["", "Skipped (no checkpoint yet): " + ", ".join(skipped) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".export_check_", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv):
+    del argv
+    import numpy as np
+
+    from tfq_tiny import data, models
+    from tfq_tiny._compat import keras
+    from tfq_tiny.evaluate import accuracy
+
+    start = time.time()
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    rows, skipped = [], []
+    n_test = n_calib = 0
+    for name in FLAGS.models:
+        path = models.checkpoint_path(name)
+        if not os.path.exists(path):
+            print(f"{name}: no checkpoint at {path} yet; skipped.")
+            skipped.append(name)
+            continue
+        model = keras.models.load_model(path, compile=False)
+        dataset = data.load(models.DATASET_OF[name], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+        calib = dataset.calibration(FLAGS.calibration_samples, seed=FLAGS.seed)
+        count = min(FLAGS.num_samples, dataset.size("test"))
+        index = np.sort(np.random.default_rng(FLAGS.seed).choice(dataset.size("test"), count, replace=False))
+        x_test = dataset.features("test", index)
+        y_test = np.asarray(dataset.y_test)[index]
+        n_test, n_calib = count, len(calib)
+        float_acc = accuracy(model, x_test, y_test)
+        for policy_name in FLAGS.policies:
+            row = check(name, model, policy_name, calib, x_test, y_test, float_acc)
+            rows.append(row)
+            print(" | ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                  flush=True)
+    if not rows:
+        raise app.UsageError(f"no checkpoint found for {FLAGS.models}; nothing checked.")
+    write_atomically(FLAGS.output, markdown(rows, skipped, command, time.time() - start, n_test, n_calib))
+    print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)
