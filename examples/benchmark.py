@@ -18,6 +18,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 from absl import app, flags
 
+from tfq_tiny.io import atomic_write
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["cnn1d"], "Benchmark models (shipped checkpoints).")
 flags.DEFINE_list("bits", ["w8a8", "w4a8", "w4a4", "w3a3", "w2a2"], "Bit policies (shorthands).")
@@ -89,13 +91,6 @@ def load_runs(path):
     return runs
 
 
-def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def markdown_table(runs, command):
     """Table-2 layout: one row per (model, optimiser, granularity), one column per bit policy."""
     import numpy as np
@@ -146,7 +141,7 @@ def main(argv):
         done[result["key"]] = result
         with open(runs_path, "a") as f:
             f.write(json.dumps(result) + "\n")
-        _atomic_write(os.path.join(FLAGS.output, "table.md"),
+        atomic_write(os.path.join(FLAGS.output, "table.md"),
                       markdown_table(list(done.values()), command))
         print(f"[{len(done)}/{len(cells)}] {result['model']} {result['bits']} "
               f"{result['optimize']}/{result['granularity']} seed {result['seed']}: "

@@ -8,7 +8,6 @@ Defaults are the empirical study's best pipeline (CLE, MSE init, layer-wise AdaR
 tuning) with the papers' iteration counts; --preset=fast for a quick look. Progress is shown
 per reconstruction step; --log_dir writes TensorBoard logs per unit.
 """
-import json
 import os
 import platform
 import sys
@@ -40,16 +39,10 @@ flags.DEFINE_string("output", "outputs/ptq", "Output directory (model .h5 and re
 flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log directory (one run per unit).")
 
 
-def _atomic_json(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv):
     del argv
     import tfq_tiny
+    from tfq_tiny.io import atomic_write_json
     from tfq_tiny import data, models
     from tfq_tiny._compat import keras
     from tfq_tiny.analysis import model_statistics
@@ -102,7 +95,7 @@ def main(argv):
                        "peak_activation_bytes": stats.peak_activation_bytes},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
-    _atomic_json(os.path.join(FLAGS.output, "report.json"), report)
+    atomic_write_json(os.path.join(FLAGS.output, "report.json"), report)
     print(stats.table())
     print(f"\n{dataset.name}: float {float_acc:.2f}% -> {policy} {quant_acc:.2f}% "
           f"(drop {float_acc - quant_acc:+.2f}) in {seconds:.0f}s; wrote {model_path} and "

@@ -7,7 +7,6 @@ for each policy and init method, and the per-layer statistics (MACs, BOPs, FLASH
     python examples/quickstart.py
     python examples/quickstart.py --model=res8 --policies=w8a8,w4a4,w2a8
 """
-import json
 import os
 import time
 
@@ -27,6 +26,7 @@ flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 def main(argv):
     del argv
     import tfq_tiny
+    from tfq_tiny.io import atomic_write_json
     from tfq_tiny import data, models
     from tfq_tiny._compat import keras
     from tfq_tiny.analysis import model_statistics
@@ -63,10 +63,7 @@ def main(argv):
     if last is not None:
         print(f"\n{last[0].upper()} model statistics:\n{model_statistics(last[1]).table()}")
     if FLAGS.output:
-        tmp = FLAGS.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, FLAGS.output)
+        atomic_write_json(FLAGS.output, results)
         print(f"results written to {FLAGS.output}")
 
 

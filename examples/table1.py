@@ -3,7 +3,6 @@ MACs, parameters and peak activation memory (float32 and int8), from the shipped
 
     python examples/table1.py --output=results/table1.md
 """
-import json
 import os
 import platform
 import sys
@@ -24,6 +23,7 @@ PAPER = {"res8": ("CIFAR-10", 86.75), "ds_cnn": ("Speech Commands", None),
 def main(argv):
     del argv
     from tfq_tiny import data, models
+    from tfq_tiny.io import atomic_write, atomic_write_json
     from tfq_tiny._compat import keras
     from tfq_tiny.analysis import model_statistics
     from tfq_tiny.evaluate import accuracy
@@ -54,15 +54,11 @@ def main(argv):
               "memory: max over operators of the live tensors (inputs, output, skip connections). "
               "KWS data is SYNTHETIC speech and VWW is a CIFAR-10 proxy (see the data README): "
               "their accuracies are not comparable with the paper's."]
-    tmp = FLAGS.output + ".tmp"
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, FLAGS.output)
-    with open(os.path.splitext(FLAGS.output)[0] + ".json", "w") as f:
-        json.dump([dict(zip(["use_case", "dataset", "model", "float_accuracy", "paper_accuracy",
-                             "macs", "params", "peak_fp32_bytes", "peak_int8_bytes",
-                             "test_samples"], r)) for r in rows], f, indent=2)
+    atomic_write(FLAGS.output, "\n".join(lines) + "\n")
+    atomic_write_json(os.path.splitext(FLAGS.output)[0] + ".json", [
+        dict(zip(["use_case", "dataset", "model", "float_accuracy", "paper_accuracy", "macs",
+                  "params", "peak_fp32_bytes", "peak_int8_bytes", "test_samples"], r))
+        for r in rows])
     print(f"wrote {FLAGS.output}")
 
 
