@@ -269,7 +269,8 @@ def test_mixed_policy_operator_table(exports):
     assert options["dw"]["depth_multiplier"] == 2 and options["dw"]["padding"] == "SAME"
     dw_zero_point = int(next(t for t in graph.tensors if t.name == b"dw").quantization.zeroPoint[0])
     assert options["dw"].get("act_min", -2) == max(-2, dw_zero_point)  # ReLU6 folded into the range
-    assert options["c1"]["input_bits"] == 4 and "weight_bits" not in options["c1"] and "output_bits" not in options["c1"]
+    assert options["c1"]["input_bits"] == 4
+    assert "weight_bits" not in options["c1"] and "output_bits" not in options["c1"]
     assert "output_bits" not in options["fc"] and options["fc"]["weight_bits"] == 2
     assert all("stride_h" not in options[k] and "dilation_w" not in options[k] for k in ("c1", "dw", "pw", "sc"))
     assert options["ap"]["stride_h"] == options["ap"]["filter_w"] == 2
@@ -295,8 +296,8 @@ def test_sub_8bit_input_is_stored_packed(exports):
     grid = meta["inputs"][0]
     assert grid["bits"] == 4 and grid["storage_bits"] == 4
     image = quantize_input(meta, x[:1])[0]
-    values = np.clip(np.sign(x[0] / np.float32(grid["scale"])) * np.floor(np.abs(x[0] / np.float32(grid["scale"])) + 0.5)
-                     + grid["zero_point"], -8, 7)
+    scaled = x[0] / np.float32(grid["scale"])
+    values = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5)) + grid["zero_point"], -8, 7)
     packed = packing.pack(values.astype(np.int8), 4)
     assert np.array_equal(image.reshape(-1)[:packed.size].view(np.uint8), packed)
     assert not np.any(image.reshape(-1)[packed.size:])
@@ -356,7 +357,8 @@ def test_float_io_export(exports):
     shim = Interpreter(model_content=float_bytes)
     assert shim.get_input_details()[0]["dtype"] == np.float32
     ours = shim.run(x[:100])[0]
-    expected = dequantize_output(int8_bytes, Interpreter(model_content=int8_bytes).run(quantize_input(int8_bytes, x[:100]))[0])
+    int8_out = Interpreter(model_content=int8_bytes).run(quantize_input(int8_bytes, x[:100]))[0]
+    expected = dequantize_output(int8_bytes, int8_out)
     assert np.array_equal(ours, expected)
     assert np.array_equal(ours, run_tflm(float_bytes, x[:100]))
 
@@ -381,7 +383,8 @@ def test_command_line_export(exports, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "TFQ_CONV_2D" in printed and "stored packed" in printed
     xs = quantize_input(model_bytes, x[:50])
-    assert np.array_equal(Interpreter(model_path=str(out)).run(xs)[0], Interpreter(model_content=model_bytes).run(xs)[0])
+    assert np.array_equal(Interpreter(model_path=str(out)).run(xs)[0],
+                          Interpreter(model_content=model_bytes).run(xs)[0])
     with pytest.raises(app.UsageError):
         run("--model", str(tmp_path / "none.h5"), "--output", str(out))
     tfq_tiny.save_model(tfq_tiny.quantize_model(signal_model(), "w4a32"), str(tmp_path / "w.h5"))

@@ -31,7 +31,7 @@ import numpy as np
 from flatbuffers import flexbuffers
 from tensorflow.lite.python import schema_py_generated as schema_fb
 
-from tfq_tiny._compat import QuantizeLayer, keras, tf
+from tfq_tiny._compat import QuantizeLayer, tf
 from tfq_tiny.analysis.ops import op_graph
 from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError, UnsupportedLayerError
 from tfq_tiny.export import flatbuffer, packing
@@ -256,8 +256,11 @@ def float_twin(qmodel):
                 values.append(getattr(inner, attr).numpy())
                 continue
             codes = slot.quantizer.to_integers(slot.weight.numpy(), slot.variables)
-            scale = slot.quantizer._broadcast(slot.variables["scale"], codes.ndim).numpy()
-            values.append((codes * scale.astype(np.float64)).astype(np.float32))
+            scale = np.asarray(slot.variables["scale"].numpy(), np.float64)
+            shape = [1] * codes.ndim
+            for axis, size in zip(sorted(a % codes.ndim for a in slot.quantizer.channel_axes), scale.shape):
+                shape[axis] = size
+            values.append((codes * scale.reshape(shape)).astype(np.float32))
         twin.set_weights(values)
         return out
 
@@ -744,7 +747,8 @@ def _bias_codes(filt, axis, scales, bias, input_scale, layer):
     real = bias.astype(np.float64) / product
     grow = dead & (np.abs(real) > limit / 2)
     if np.any(grow):
-        scales[grow] = (np.abs(bias[grow]).astype(np.float64) / (np.float64(input_scale) * limit / 4)).astype(np.float32)
+        needed = np.abs(bias[grow]).astype(np.float64) / (np.float64(input_scale) * limit / 4)
+        scales[grow] = needed.astype(np.float32)
         product = np.float64(input_scale) * scales.astype(np.float64)
         real = bias.astype(np.float64) / product
     if np.any(np.abs(real) > limit):

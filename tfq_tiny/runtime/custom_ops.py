@@ -239,7 +239,8 @@ def _prepare_conv(node, backend, depthwise):
     node.check(min(stride) >= 1 and min(dilation) >= 1, f"strides {stride} and dilations {dilation} must be >= 1.")
     pad, out_hw = kernels.compute_padding(x.shape[1:3], w.shape[1:3], stride, dilation, opt.padding())
     expected = (x.shape[0],) + tuple(out_hw) + (channels,)
-    node.check(min(out_hw) >= 1 and out.shape == expected, f"output shape {list(out.shape)} != computed {list(expected)}.")
+    node.check(min(out_hw) >= 1 and out.shape == expected,
+               f"output shape {list(out.shape)} != computed {list(expected)}.")
     act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
     mult, shift = _multipliers(in_scale, filter_scales, out_scale)
     common = dict(input_zp=in_zp, output_zp=out_zp, out_multiplier=mult, out_shift=shift,
@@ -329,7 +330,8 @@ def _prepare_pool(node, backend, op):
     node.check(min(filter_hw) >= 1 and min(stride) >= 1, f"filter {filter_hw} and strides {stride} must be >= 1.")
     pad, out_hw = kernels.compute_padding(x.shape[1:3], filter_hw, stride, (1, 1), opt.padding())
     expected = (x.shape[0],) + tuple(out_hw) + (x.shape[3],)
-    node.check(min(out_hw) >= 1 and out.shape == expected, f"output shape {list(out.shape)} != computed {list(expected)}.")
+    node.check(min(out_hw) >= 1 and out.shape == expected,
+               f"output shape {list(out.shape)} != computed {list(expected)}.")
     act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
     common = dict(filter_hw=filter_hw, stride=stride, pad=pad, out_hw=out_hw, act_min=act_min,
                   act_max=act_max, input_bits=in_bits, output_bits=out_bits)
