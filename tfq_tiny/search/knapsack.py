@@ -1,0 +1,143 @@
+"""Exact choice of bits per tensor under FLASH and RAM budgets: an integer linear program.
+
+Binary ``x[v, b]`` says variable ``v`` takes width ``b`` (one per variable). The objective is
+the summed per-tensor cost (sensitivity). M1 is a sum over weight variables, one linear row;
+M2 is a max over operators of sums, so "M2 <= ram" is exactly one linear row per operator
+(its live tensors' packed bytes <= ram). ``scipy.optimize.milp`` (HiGHS branch and bound)
+solves it to optimality, so the result is the exact optimum of the additive model.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from tfq_tiny.search.memory import ACTIVATION, WEIGHT, InfeasibleBudgetError
+
+
+@dataclass
+class Solution:
+    assignment: dict
+    objective: float
+    flash: int
+    ram: int
+    seconds: float
+    policy: object = field(default=None)
+
+
+def solve(memory_model, costs, flash=None, ram=None, base=None, time_limit=60.0):
+    """The assignment minimising ``sum(costs[v][bits])`` with M1 <= flash and M2 <= ram.
+
+    Args:
+      memory_model: a ``MemoryModel``.
+      costs: {variable key: {bits: cost}}; each key is searched over the widths it lists
+        that are also in ``memory_model.choices``. Other variables stay at ``base``.
+      flash, ram: budgets in bytes (None = unbounded).
+      base: assignment for variables not searched (default: the model's base policy).
+    Raises InfeasibleBudgetError (with the smallest reachable FLASH/RAM) when nothing fits.
+    """
+    start = time.perf_counter()
+    mm = memory_model
+    base = dict(mm.assignment() if base is None else base)
+    searched = [v.key for v in mm.variables if v.key in costs and v.key not in mm.fixed]
+    columns = [(key, b) for key in searched for b in sorted(costs[key]) if b in mm.choices]
+    index = {col: i for i, col in enumerate(columns)}
+    n = len(columns)
+    c = np.array([costs[key][b] for key, b in columns], float)
+    rows, lower, upper = [], [], []
+    for key in searched:
+        row = np.zeros(n)
+        for b in costs[key]:
+            if (key, b) in index:
+                row[index[(key, b)]] = 1
+        rows.append(row)
+        lower.append(1)
+        upper.append(1)
+    held = {k: bits for k, bits in base.items() if k not in searched}
+    if flash is not None:
+        row = np.zeros(n)
+        const = 0
+        for v in mm.weight_variables:
+            if v.key in searched:
+                for b in costs[v.key]:
+                    if (v.key, b) in index:
+                        row[index[(v.key, b)]] = mm.weight_bytes(v.key, b)
+            else:
+                const += mm.weight_bytes(v.key, held[v.key])
+        rows.append(row)
+        lower.append(-np.inf)
+        upper.append(flash - const)
+    if ram is not None:
+        for live in mm.live:
+            row = np.zeros(n)
+            const = 0
+            for t in live:
+                key = mm.tensor_variable(t)
+                if key in searched:
+                    for b in costs[key]:
+                        if (key, b) in index:
+                            row[index[(key, b)]] += mm.tensor_bytes(t, b)
+                else:
+                    const += mm.tensor_bytes(t, mm.tensor_bits(held, t))
+            rows.append(row)
+            lower.append(-np.inf)
+            upper.append(ram - const)
+    result = milp(c, constraints=LinearConstraint(np.array(rows), lower, upper),
+                  integrality=np.ones(n), bounds=Bounds(0, 1),
+                  options={"time_limit": time_limit})
+    if result.status == 2:
+        mm.check_feasible(flash, ram)
+        min_flash, min_ram = mm.minimum()
+        raise InfeasibleBudgetError(
+            f"No assignment of the searched variables fits FLASH {flash} B / RAM {ram} B with "
+            f"the other variables held at their bits (smallest reachable with every variable "
+            f"free: FLASH {min_flash:,} B, RAM {min_ram:,} B).", min_flash, min_ram, flash, ram)
+    if result.x is None:
+        raise RuntimeError(f"milp did not solve the bit allocation: {result.message}")
+    assignment = dict(base)
+    for (key, b), value in zip(columns, result.x):
+        if value > 0.5:
+            assignment[key] = b
+    m1, m2 = mm.memory(assignment)
+    return Solution(assignment, float(result.fun), m1, m2, time.perf_counter() - start,
+                    mm.policy(assignment))
+
+
+def brute_force(memory_model, costs, flash=None, ram=None, base=None):
+    """The same optimum by enumerating every combination (tiny instances and tests only)."""
+    import itertools
+
+    mm = memory_model
+    base = dict(mm.assignment() if base is None else base)
+    searched = [v.key for v in mm.variables if v.key in costs and v.key not in mm.fixed]
+    best = None
+    for combo in itertools.product(*[sorted(b for b in costs[k] if b in mm.choices)
+                                     for k in searched]):
+        trial = dict(base)
+        trial.update(zip(searched, combo))
+        if flash is not None and mm.flash(trial) > flash:
+            continue
+        if ram is not None and mm.ram(trial) > ram:
+            continue
+        value = sum(costs[k][b] for k, b in zip(searched, combo))
+        if best is None or value < best[1] - 1e-12:
+            best = (trial, value)
+    return best
+
+
+def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", bits=(4, 2),
+                progress=True):
+    """Sensitivity of every searchable tensor (KL on the proxy split), then the exact ILP.
+
+    ``mode`` "weights" searches weight bits only (activations at 8); "concurrent" and
+    "independent" search both (for an exact solver they are the same problem).
+    Returns (Solution, Sensitivity).
+    """
+    from tfq_tiny.search.sensitivity import measure_sensitivity
+
+    kinds = (WEIGHT,) if mode == "weights" else (WEIGHT, ACTIVATION)
+    memory_model.check_feasible(flash, ram if mode != "weights" else None)
+    sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, bits=bits,
+                               progress=progress)
+    solution = solve(memory_model, sens.costs(), flash, None if mode == "weights" else ram)
+    return solution, sens
