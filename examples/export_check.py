@@ -120,7 +120,8 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     row["within"] = 100.0 * float(np.mean(np.abs(integer - fake) <= step * (1 + 1e-4)))
     layers = converter.layer_agreement(qmodel, model_bytes, x_test[:FLAGS.layer_samples])
     worst = min(layers.items(), key=lambda kv: kv[1]["within_one_step"])
-    row["layers"] = f"{100 * worst[1]['within_one_step']:.2f} ({worst[0]})"
+    where = f"all {len(layers)} layers" if worst[1]["within_one_step"] == 1.0 else worst[0]
+    row["layers"] = f"{100 * worst[1]['within_one_step']:.2f} ({where})"
     row["fake_acc"] = 100.0 * float(np.mean(fake.argmax(-1) == y_test))
     row["int_acc"] = 100.0 * float(np.mean(ours.argmax(-1) == y_test))
     row["size"] = len(model_bytes)
