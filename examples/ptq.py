@@ -37,6 +37,7 @@ flags.DEFINE_integer("calibration_samples", 1024, "Unlabeled calibration samples
 flags.DEFINE_integer("seed", 0, "Seed of the calibration draw and the optimisation.")
 flags.DEFINE_string("output", "outputs/ptq", "Output directory (model .h5 and report .json).")
 flags.DEFINE_string("tensorboard_dir", None, "TensorBoard log directory (one run per unit).")
+flags.DEFINE_bool("resume", True, "Checkpoint after every unit in --output and resume from it.")
 
 
 def main(argv):
@@ -73,7 +74,8 @@ def main(argv):
     calib = dataset.calibration(FLAGS.calibration_samples, seed=FLAGS.seed)
     float_acc = accuracy(model, dataset.x_test, dataset.y_test)
     start = time.time()
-    pipeline = PTQPipeline(config, log_dir=FLAGS.tensorboard_dir)
+    pipeline = PTQPipeline(config, log_dir=FLAGS.tensorboard_dir,
+                           checkpoint_dir=FLAGS.output if FLAGS.resume else None)
     qmodel = pipeline.run(model, calib, policy)
     seconds = time.time() - start
     quant_acc = accuracy(qmodel, dataset.x_test, dataset.y_test)

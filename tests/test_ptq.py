@@ -150,3 +150,31 @@ def test_same_seed_same_result(trained):
         q = PTQPipeline(config, progress=False).run(model, data[:128], "w4a4")
         outs.append(q.predict(data[:32], verbose=0))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_interrupted_run_resumes_to_the_same_result(trained, tmp_path):
+    model, data = trained
+    config = PTQConfig(optimize="weights", iterations=40, bias_tuning_iterations=20, seed=5)
+    reference = PTQPipeline(config, progress=False).run(model, data[:128], "w4a4")
+
+    class Interrupt(Exception):
+        pass
+
+    class StopInSecondUnit(keras.callbacks.Callback):
+        fits = 0
+
+        def on_train_end(self, logs=None):
+            StopInSecondUnit.fits += 1
+            if StopInSecondUnit.fits == 2:
+                raise Interrupt()
+
+    first = PTQPipeline(config, callbacks=[StopInSecondUnit()], progress=False,
+                        checkpoint_dir=tmp_path)
+    with pytest.raises(Interrupt):
+        first.run(model, data[:128], "w4a4")
+    assert [r["unit"] for r in first.history] == ["c1"]
+    resumed = PTQPipeline(config, progress=False, checkpoint_dir=tmp_path)
+    out = resumed.run(model, data[:128], "w4a4")
+    assert resumed.history[0] == first.history[0]
+    np.testing.assert_allclose(out.predict(data[:32], verbose=0),
+                               reference.predict(data[:32], verbose=0), atol=1e-6)

@@ -4,6 +4,8 @@
 -> 3. unit-by-unit reconstruction with one optimiser (none | qparam | weights | bits | round)
 at layer or block granularity -> 4. optional end-to-end bias tuning.
 """
+import hashlib
+import json
 import os
 import time
 
@@ -11,6 +13,7 @@ import numpy as np
 
 from tfq_tiny._compat import keras
 from tfq_tiny.graph import check_tf_keras_model
+from tfq_tiny.io import atomic_write_json
 from tfq_tiny.preprocess import preprocess
 from tfq_tiny.ptq import adaquant, adaround, bitsplit, lsq  # noqa: F401  (register optimisers)
 from tfq_tiny.ptq.bias_tuning import bias_tuning_model, model_biases
@@ -68,14 +71,21 @@ class PTQPipeline:
     and its wall time. With
     ``config.revert_if_worse`` a unit whose optimisation raised its reconstruction MSE on the
     calibration data is restored, so a step never makes a unit worse than its init.
+
+    With ``checkpoint_dir`` the quantized weights and the history are saved atomically after
+    every unit; a later run of the same model, data, policy and config resumes after the
+    last finished unit (each unit is seeded from ``config.seed`` and its index, so a resumed
+    run computes what an uninterrupted one would).
     """
 
-    def __init__(self, config=None, callbacks=(), log_dir=None, progress=True):
+    def __init__(self, config=None, callbacks=(), log_dir=None, progress=True,
+                 checkpoint_dir=None):
         self.config = config if isinstance(config, PTQConfig) else \
             PTQConfig.from_config(config or {})
         self.callbacks = list(callbacks)
         self.log_dir = log_dir
         self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
         self.history = []
 
     def _unit_callbacks(self, name):
@@ -100,7 +110,9 @@ class PTQPipeline:
         init = {"weights": cfg.weight_init, "activations": cfg.activation_init}
         qmodel = build_quantized_model(float_model, policy, init, configs)
         calibrate(qmodel, float_model, calib, seed=cfg.seed)
-        self.history = []
+        checkpoint = _Checkpoint(self.checkpoint_dir, _fingerprint(model, calib, policy, cfg))
+        self.history = checkpoint.restore(qmodel)
+        done = {record["unit"] for record in self.history}
         graph, units = find_units(qmodel, cfg.granularity)
         optimise = cfg.optimize != "none" and cfg.iterations > 0
         total = (len(units) * cfg.iterations if optimise else 0) + \
@@ -108,10 +120,16 @@ class PTQPipeline:
         bar = ProgressBar(total, enabled=self.progress and total > 0)
         try:
             if optimise:
-                for unit in units:
+                for index, unit in enumerate(units):
+                    if unit.name in done:
+                        bar.update_by(cfg.iterations)
+                        continue
+                    keras.utils.set_random_seed(cfg.seed + index)
                     self._reconstruct(unit, graph, qmodel, float_model, calib, bar)
+                    checkpoint.save(qmodel, self.history)
                 tie_activation_ranges(qmodel)
-            if cfg.bias_tuning and cfg.bias_tuning_iterations > 0:
+            if cfg.bias_tuning and cfg.bias_tuning_iterations > 0 and "bias_tuning" not in done:
+                keras.utils.set_random_seed(cfg.seed + len(units))
                 bar.set_unit("bias tuning")
                 start = time.time()
                 target = float_model.predict(calib, batch_size=256, verbose=0)
@@ -123,6 +141,7 @@ class PTQPipeline:
                     self._unit_callbacks("bias_tuning") + [bar], seed=cfg.seed)
                 self._record("bias_tuning", before, reconstruction_mse(forward, calib, target),
                              saved, start)
+                checkpoint.save(qmodel, self.history)
         finally:
             bar.close()
         return qmodel
@@ -156,6 +175,52 @@ class PTQPipeline:
         self.history.append({"unit": name, "mse_before": before, "mse_optimised": after,
                              "mse_after": before if reverted else after, "reverted": reverted,
                              "seconds": time.time() - start})
+
+
+def _fingerprint(model, calib, policy, config):
+    """Identity of a run: model weights, calibration data, policy and config."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    digest.update(np.ascontiguousarray(calib).tobytes())
+    digest.update(policy.to_json(sort_keys=True).encode())
+    digest.update(config.to_json(sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+class _Checkpoint:
+    """Weights + history of a PTQ run after each unit, written atomically; no-op without a dir."""
+
+    def __init__(self, directory, fingerprint):
+        self.directory = directory
+        self.fingerprint = fingerprint
+
+    def _paths(self):
+        return (os.path.join(self.directory, "ptq_state.json"),
+                os.path.join(self.directory, "ptq_weights.h5"))
+
+    def restore(self, qmodel):
+        if not self.directory:
+            return []
+        state_path, weights_path = self._paths()
+        if not (os.path.exists(state_path) and os.path.exists(weights_path)):
+            return []
+        with open(state_path) as f:
+            state = json.load(f)
+        if state.get("fingerprint") != self.fingerprint:
+            return []
+        qmodel.load_weights(weights_path)
+        return state["history"]
+
+    def save(self, qmodel, history):
+        if not self.directory:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        state_path, weights_path = self._paths()
+        tmp = weights_path + ".tmp.h5"
+        qmodel.save_weights(tmp)
+        os.replace(tmp, weights_path)
+        atomic_write_json(state_path, {"fingerprint": self.fingerprint, "history": history})
 
 
 def _snapshot(variables):
