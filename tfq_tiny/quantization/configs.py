@@ -26,7 +26,8 @@ PASS_THROUGH_LAYERS = (layers.InputLayer, layers.Flatten, layers.Reshape, layers
                        layers.MaxPooling1D, layers.MaxPooling2D, layers.ZeroPadding1D,
                        layers.ZeroPadding2D)
 FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
-SOFTMAX_RANGE = (0.0, 1.0)
+# Softmax outputs live in [0, 1); at 8 bits this gives TFLite's fixed grid: scale 1/256, zp -128.
+SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
 
 
 def activation_name(layer):
