@@ -27,7 +27,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 
 from absl import app, flags
@@ -62,29 +61,10 @@ def mixed_policy(model):
 
 
 def ideal_bytes(qmodel):
-    from tfq_tiny.analysis import op_graph
+    """Weights at their bits + int32 biases + float32 per-channel scales (analysis' FLASH)."""
+    from tfq_tiny.analysis import model_statistics
 
-    total = 0
-    for op in op_graph(qmodel)[0]:
-        if op.kernel_shape is not None:
-            count = 1
-            for d in op.kernel_shape:
-                count *= int(d)
-            total += -(-count * op.weight_bits // 8) + 4 * op.bias_size + 4 * op.channels
-    return total
-
-
-def run_tflm(model_bytes, xs):
-    import numpy as np
-    import tflite_micro
-
-    micro = tflite_micro.runtime.Interpreter.from_bytes(model_bytes)
-    outs = []
-    for x in xs:
-        micro.set_input(x[None], 0)
-        micro.invoke()
-        outs.append(micro.get_output(0).copy())
-    return np.concatenate(outs)
+    return model_statistics(qmodel).weight_bytes
 
 
 def check(name, model, policy_name, calib, x_test, y_test, float_acc):
@@ -93,6 +73,7 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     import tfq_tiny
     from tfq_tiny.export import converter
     from tfq_tiny.runtime.interpreter import Interpreter
+    from tfq_tiny.runtime.tflm import run_tflm
 
     policy = {"int8": "w8a8", "mixed": mixed_policy(model)}.get(policy_name, policy_name)
     qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
@@ -174,20 +155,6 @@ def markdown(rows, skipped, command, elapsed, n_test, n_calib):
     return "\n".join(lines) + "\n"
 
 
-def write_atomically(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".export_check_", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv):
     del argv
     import numpy as np
@@ -222,7 +189,9 @@ def main(argv):
                   flush=True)
     if not rows:
         raise app.UsageError(f"no checkpoint found for {FLAGS.models}; nothing checked.")
-    write_atomically(FLAGS.output, markdown(rows, skipped, command, time.time() - start, n_test, n_calib))
+    from tfq_tiny.io import atomic_write
+
+    atomic_write(FLAGS.output, markdown(rows, skipped, command, time.time() - start, n_test, n_calib))
     print(f"wrote {FLAGS.output}")
 
 

@@ -1,17 +1,23 @@
-"""Atomic file output: every result, report and checkpoint is written to a temporary file
+"""Atomic file output: every result, report and model file is written to a temporary file
 beside its target and moved into place, so an interrupted run never leaves a torn file."""
 import json
 import os
+import tempfile
 
 
 def atomic_write(path, data):
     """Write ``data`` (str or bytes) to ``path`` atomically, creating parent directories."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tfq_", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write_json(path, payload):

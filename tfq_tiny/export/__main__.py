@@ -8,9 +8,10 @@ input grid) is printed.
 """
 import os
 import sys
-import tempfile
 
 from absl import app, flags
+
+from tfq_tiny.io import atomic_write
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Quantized model saved with tfq_tiny.save_model (.h5 or SavedModel dir).")
@@ -25,19 +26,6 @@ flags.DEFINE_enum("dense_int4", "custom", ["custom", "conv_1x1"],
                   "Dense with 4-bit weights and 8-bit activations: TFQ_FULLY_CONNECTED, or a "
                   "1x1 CONV_2D builtin (no custom operator needed).")
 flags.mark_flags_as_required(["model", "output"])
-
-
-def _write_atomically(path, data):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tfq_export_", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def main(argv):
@@ -56,7 +44,7 @@ def main(argv):
     except TfqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _write_atomically(FLAGS.output, model_bytes)
+    atomic_write(FLAGS.output, model_bytes)
     meta = converter.read_metadata(model_bytes)
     ops = [name for _, name in Interpreter(model_content=model_bytes).operators]
     print(f"wrote {FLAGS.output}: {len(model_bytes)} bytes, {len(ops)} operators "
