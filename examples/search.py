@@ -1,0 +1,303 @@
+"""Mixed-precision search under FLASH/RAM budgets: HAQ-for-MCU RL (DDPG) or the fast
+sensitivity + integer-linear-program search.
+
+Writes to --output: policy.json (BitPolicy JSON the converter consumes), search.png (bits per
+layer over episodes for the current and best policy, and their memory against the budgets,
+as the paper's Figure 3), summary.json (budgets, policies, M1/M2, accuracies, wall time,
+command, machine) and, for RL, state.pkl (the resumable search state).
+
+Budgets default to the model's uniform W4A4 FLASH and RAM. The proxy split (reward and
+sensitivity) is drawn from the training split, disjoint from the calibration samples; reported
+accuracies are on the test split.
+
+    python examples/search.py --model=cnn1d --method=fast --output=/tmp/search_fast
+    python examples/search.py --model=cnn1d --method=rl --episodes=60 --output=/tmp/search_rl
+    python examples/search.py ... --resume      # continue an interrupted RL search exactly
+"""
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "cnn1d", "Shipped model: cnn1d, res8, ds_cnn or mobilenet_v1.")
+flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR or ../shared/data).")
+flags.DEFINE_enum("method", "rl", ["rl", "fast"], "RL (DDPG) search or the fast ILP search.")
+flags.DEFINE_float("flash_kb", None, "FLASH budget in kB (1024 B); default: uniform W4A4 M1.")
+flags.DEFINE_float("ram_kb", None, "RAM budget in kB (1024 B); default: uniform W4A4 M2.")
+flags.DEFINE_integer("episodes", 60, "RL episodes.")
+flags.DEFINE_integer("warmup", None, "RL random warm-up episodes (default: episodes // 5).")
+flags.DEFINE_enum("mode", "concurrent", ["weights", "concurrent", "independent"],
+                  "weights only (activations at 8), or weights and activations together "
+                  "(concurrent) or one after the other (independent).")
+flags.DEFINE_boolean("keep_residual_8bit", False, "Fix residual-branch activations at 8 bits.")
+flags.DEFINE_integer("calibration_samples", 512, "Unlabeled training samples for calibration.")
+flags.DEFINE_integer("proxy_samples", 1000, "Labelled training samples of the proxy split.")
+flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
+flags.DEFINE_string("output", "/tmp/tfq_search", "Output directory.")
+flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
+flags.DEFINE_boolean("resume", False, "Resume the RL search from <output>/state.pkl.")
+flags.DEFINE_boolean("progress", True, "Show tqdm progress bars.")
+
+
+def _machine():
+    import tensorflow as tf
+    return {"hostname": platform.node(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "tensorflow": tf.__version__, "load_average_at_start": list(os.getloadavg())}
+
+
+def _write_json(obj, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _uniform_candidates(mm, flash, ram, choices):
+    """Uniform (W, A) policies with their M1/M2 and whether they fit."""
+    from tfq_tiny import BitPolicy
+    rows = []
+    for w in choices:
+        for a in choices:
+            policy = BitPolicy.uniform(w, a)
+            m1, m2 = mm.memory(mm.assignment(policy))
+            rows.append({"policy": f"W{w}A{a}", "flash": m1, "ram": m2,
+                         "fits": m1 <= flash and m2 <= ram})
+    return rows
+
+
+def plot_rl(history, variables, flash, ram, path, title):
+    """Figure-3-like: bits per tensor over episodes (current, best) and M1/M2 vs budgets."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap, BoundaryNorm
+    import numpy as np
+
+    episodes = [h["episode"] for h in history]
+    cmap = ListedColormap(["#d7301f", "#fdae61", "#1a9850"])
+    norm = BoundaryNorm([0, 3, 6, 9], cmap.N)
+    fig, axes = plt.subplots(3, 2, figsize=(13, 11), gridspec_kw={"height_ratios": [3, 2, 2]},
+                             layout="constrained")
+    for ax, key, label in ((axes[0, 0], "bits", "current policy"),
+                           (axes[0, 1], "best_bits", "best policy")):
+        grid = np.full((len(variables), len(history)), np.nan)
+        for j, h in enumerate(history):
+            if h[key]:
+                grid[:, j] = [h[key][v] for v in variables]
+        image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest",
+                          extent=(episodes[0] - 0.5, episodes[-1] + 0.5, len(variables) - 0.5,
+                                  -0.5))
+        ax.set_yticks(range(len(variables)))
+        ax.set_yticklabels(variables, fontsize=8)
+        ax.set_xlabel("episode")
+        ax.set_title(f"bits per tensor: {label}")
+    bar = fig.colorbar(image, ax=axes[0, :].tolist(), ticks=[1.5, 4.5, 7.5], fraction=0.03)
+    bar.ax.set_yticklabels(["2", "4", "8"])
+    bar.set_label("bits")
+    for ax, key, budget, label in ((axes[1, 0], "flash", flash, "M1 FLASH (weights)"),
+                                   (axes[1, 1], "ram", ram, "M2 RAM (peak activations)")):
+        ax.plot(episodes, [h[key] / 1024 for h in history], ".", color="0.6", label="current")
+        ax.step(episodes, [(h[f"best_{key}"] or np.nan) / 1024 for h in history], where="post",
+                color="C0", label="best")
+        ax.axhline(budget / 1024, color="C3", ls="--", label="budget")
+        ax.set_ylabel("kB")
+        ax.set_xlabel("episode")
+        ax.set_title(label)
+        ax.legend(loc="lower right", fontsize=8)
+    ax = axes[2, 0]
+    ax.plot(episodes, [h["accuracy"] for h in history], ".", color="0.6", label="current")
+    ax.step(episodes, [h["best_accuracy"] if h["best_accuracy"] is not None else np.nan
+                       for h in history], where="post", color="C0", label="best")
+    warm = [h["episode"] for h in history if h["warmup"]]
+    if warm:
+        ax.axvspan(warm[0] - 0.5, warm[-1] + 0.5, color="0.9", label="random warm-up")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("proxy accuracy (%)")
+    ax.set_title("reward: proxy accuracy after PTQ")
+    ax.legend(loc="lower right", fontsize=8)
+    ax = axes[2, 1]
+    ax.plot(episodes, [h["sigma"] for h in history], color="C2")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("noise sigma")
+    ax.set_title("exploration noise (truncated normal)")
+    fig.suptitle(f"{title}\n(:W = weight tensor, :A = activation tensor)")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_fast(mm, assignment, sensitivity, flash, ram, path, title):
+    """Bits per tensor, measured sensitivity and memory vs budgets for the fast search."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [str(v) for v in mm.variables]
+    bits = [assignment[v.key] for v in mm.variables]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), layout="constrained",
+                             gridspec_kw={"width_ratios": [3, 3, 1.4]})
+    colors = ["C0" if v.kind == "weight" else "C1" for v in mm.variables]
+    axes[0].barh(range(len(names)), bits, color=colors)
+    axes[0].set_yticks(range(len(names)))
+    axes[0].set_yticklabels(names, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_xticks([2, 4, 8])
+    axes[0].set_xlabel("bits (blue: weights, orange: activations)")
+    axes[0].set_title("chosen bits per tensor")
+    losses = sensitivity.losses
+    for k, b in enumerate((4, 2)):
+        vals = [losses.get(v.key, {}).get(b, np.nan) - sensitivity.reference_loss
+                for v in mm.variables]
+        axes[1].barh(np.arange(len(names)) + (k - 0.5) * 0.4, vals, height=0.4,
+                     color=("0.45", "0.75")[k], label=f"{b} bits")
+    axes[1].set_yticks(range(len(names)))
+    axes[1].set_yticklabels(names, fontsize=8)
+    axes[1].invert_yaxis()
+    axes[1].set_xscale("symlog", linthresh=1e-4)
+    axes[1].set_xlabel("KL increase vs all-8-bit (proxy split)")
+    axes[1].set_title("sensitivity of each tensor lowered alone")
+    axes[1].legend(fontsize=8)
+    m1, m2 = mm.memory(assignment)
+    axes[2].bar([0, 1], [m1 / 1024, m2 / 1024], color=["C0", "C1"])
+    axes[2].plot([-0.4, 0.4], [flash / 1024] * 2, "C3--")
+    axes[2].plot([0.6, 1.4], [ram / 1024] * 2, "C3--", label="budget")
+    axes[2].set_xticks([0, 1])
+    axes[2].set_xticklabels(["M1 FLASH", "M2 RAM"])
+    axes[2].set_ylabel("kB")
+    axes[2].legend(fontsize=8)
+    axes[2].set_title("memory vs budget")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _stop_on_signals():
+    """SIGTERM (batch schedulers) and SIGINT (even when a background shell ignores it) stop the
+    RL search cleanly at the last finished episode, as Ctrl-C does."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def main(argv):
+    del argv
+    _stop_on_signals()
+    import numpy as np
+
+    import tfq_tiny
+    from tfq_tiny import BitPolicy, data, models
+    from tfq_tiny._compat import keras
+    from tfq_tiny.evaluate import accuracy
+    from tfq_tiny.search import MemoryModel, memory
+    from tfq_tiny.search.knapsack import fast_search
+    from tfq_tiny.search.proxy import ProxyEvaluator
+    from tfq_tiny.search.rl import RLConfig, RLSearch
+
+    os.makedirs(FLAGS.output, exist_ok=True)
+    path = models.checkpoint_path(FLAGS.model)
+    if not os.path.exists(path):
+        raise app.UsageError(f"No shipped checkpoint for '{FLAGS.model}' at {path}; train one with "
+                             f"examples/train.py --model={FLAGS.model}.")
+    model = keras.models.load_model(path, compile=False)
+    dataset = data.load(models.DATASET_OF[FLAGS.model], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
+    order = np.random.default_rng(FLAGS.seed).permutation(dataset.size("train"))
+    n_cal, n_proxy = FLAGS.calibration_samples, FLAGS.proxy_samples
+    calib = dataset.features("train", np.sort(order[:n_cal]))
+    proxy_idx = np.sort(order[n_cal:n_cal + n_proxy])
+    x_proxy, y_proxy = dataset.features("train", proxy_idx), dataset.labels("train", proxy_idx)
+    x_test, y_test = dataset.x_test, dataset.y_test
+    if FLAGS.test_samples:
+        x_test, y_test = x_test[:FLAGS.test_samples], y_test[:FLAGS.test_samples]
+
+    mm = MemoryModel(model, keep_residual_8bit=FLAGS.keep_residual_8bit)
+    w4a4 = BitPolicy.uniform(4, 4)
+    flash_w4a4, ram_w4a4 = mm.memory(mm.assignment(w4a4))
+    flash = int(FLAGS.flash_kb * 1024) if FLAGS.flash_kb else flash_w4a4
+    ram = int(FLAGS.ram_kb * 1024) if FLAGS.ram_kb else ram_w4a4
+    print(f"{FLAGS.model}: {len(mm.variables)} variables, budgets FLASH {flash:,} B / RAM "
+          f"{ram:,} B (uniform W4A4: {flash_w4a4:,} / {ram_w4a4:,}); minimum reachable "
+          f"{mm.minimum()}")
+    evaluator = ProxyEvaluator(model, calib, x_proxy, y_proxy, seed=FLAGS.seed)
+
+    start = time.perf_counter()
+    extra = {}
+    if FLAGS.method == "fast":
+        solution, sens = fast_search(mm, evaluator, flash, ram, mode=FLAGS.mode,
+                                     progress=FLAGS.progress)
+        seconds = time.perf_counter() - start
+        assignment, policy = solution.assignment, solution.policy
+        proxy_acc = evaluator.accuracy(policy)
+        extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,
+                 "sensitivity_seconds": sens.seconds, "objective": solution.objective}
+        plot_fast(mm, assignment, sens, flash, ram, os.path.join(FLAGS.output, "search.png"),
+                  f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}")
+    else:
+        config = RLConfig(episodes=FLAGS.episodes, mode=FLAGS.mode, seed=FLAGS.seed,
+                          warmup=FLAGS.warmup if FLAGS.warmup is not None
+                          else max(1, FLAGS.episodes // 5))
+        search = RLSearch(mm, evaluator.accuracy, flash, ram, config,
+                          os.path.join(FLAGS.output, "state.pkl"), resume=FLAGS.resume)
+        result = search.run(progress=FLAGS.progress)
+        seconds = result.seconds
+        assignment, policy, proxy_acc = result.assignment, result.policy, result.accuracy
+        extra = {"episodes_done": result.episodes, "interrupted": result.interrupted,
+                 "rl_config": config.to_dict(), "history": result.history,
+                 "reward_evaluations": len(search.cache)}
+        if result.history:
+            plot_rl(result.history, [str(v) for v in mm.variables], flash, ram,
+                    os.path.join(FLAGS.output, "search.png"),
+                    f"{FLAGS.model}: HAQ-for-MCU DDPG search, mode {FLAGS.mode}, seed "
+                    f"{FLAGS.seed}")
+        if result.interrupted:
+            print(f"interrupted after {result.episodes} episodes; resume with --resume")
+        if policy is None:
+            return
+
+    with open(os.path.join(FLAGS.output, "policy.json"), "w") as f:
+        f.write(policy.to_json(indent=1))
+    m1, m2 = memory(model, policy)
+    print(f"search {'stopped' if extra.get('interrupted') else 'done'} in {seconds:.0f}s: {policy} "
+          f"M1 {m1:,} B M2 {m2:,} B, proxy accuracy "
+          f"{proxy_acc:.2f}%")
+    float_acc = accuracy(model, x_test, y_test)
+    test_acc = accuracy(tfq_tiny.quantize_model(model, policy, calib, seed=FLAGS.seed),
+                        x_test, y_test)
+    uniform = _uniform_candidates(mm, flash, ram, mm.choices)
+    for row in uniform:
+        if row["fits"] or row["policy"] == "W4A4":
+            q = tfq_tiny.quantize_model(model, row["policy"].lower(), calib, seed=FLAGS.seed)
+            row["test_accuracy"] = accuracy(q, x_test, y_test)
+    fitting = [r for r in uniform if r["fits"]]
+    best_uniform = max(fitting, key=lambda r: r["test_accuracy"]) if fitting else None
+    w4a4_acc = next(r["test_accuracy"] for r in uniform if r["policy"] == "W4A4")
+    print(f"test accuracy: float {float_acc:.2f}%, searched {test_acc:.2f}%, uniform W4A4 "
+          f"{w4a4_acc:.2f}%" + (f", best fitting uniform {best_uniform['policy']} "
+                                f"{best_uniform['test_accuracy']:.2f}%" if best_uniform else ""))
+    summary = {
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "model": FLAGS.model, "dataset": dataset.name, "method": FLAGS.method,
+        "mode": FLAGS.mode, "seed": FLAGS.seed, "keep_residual_8bit": FLAGS.keep_residual_8bit,
+        "calibration_samples": n_cal, "proxy_samples": n_proxy, "test_samples": len(x_test),
+        "budgets": {"flash": flash, "ram": ram, "uniform_w4a4": [flash_w4a4, ram_w4a4]},
+        "minimum_reachable": list(mm.minimum()),
+        "policy": policy.get_config(),
+        "bits": {str(v): int(assignment[v.key]) for v in mm.variables},
+        "flash": m1, "ram": m2, "proxy_accuracy": proxy_acc,
+        "test_accuracy": test_acc, "float_test_accuracy": float_acc,
+        "uniform": uniform, "best_fitting_uniform": best_uniform,
+        "search_seconds": seconds, "machine": _machine(), **extra}
+    _write_json(summary, os.path.join(FLAGS.output, "summary.json"))
+    print(f"wrote {FLAGS.output}/policy.json, search.png, summary.json")
+
+
+if __name__ == "__main__":
+    app.run(main)
