@@ -60,7 +60,7 @@ class PTQConfig:
         """The optimiser's learning rate: explicit, else the per-optimiser default."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return {"none": 0.0, "qparam": 1e-3, "weights": 1e-2, "bits": 1e-3, "round": 1e-3}[
+        return {"none": 0.0, "qparam": 1e-3, "weights": 1e-3, "bits": 0.0, "round": 1e-3}[
             self.optimize]
 
     @classmethod
