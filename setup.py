@@ -43,6 +43,7 @@ setup(
         "tflite-micro",
         "matplotlib",
         "tqdm",
+        "tensorboard",
     ],
     extras_require={"dev": ["pytest", "hypothesis"]},
 )
