@@ -23,6 +23,7 @@ import numpy as np
 from tfq_tiny.errors import TfqError
 from tfq_tiny.export.packing import pack, packed_size, unpack
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, check_bits
+from tfq_tiny.runtime.kernels import _pair
 
 ABI_VERSION = 1
 _MAX_RANK = 4
@@ -189,15 +190,6 @@ def _check(op, status):
 
 def _bits(bits, name):
     return check_bits(bits, what=name, allowed=DEPLOYABLE_BITS)
-
-
-def _pair(value, name):
-    if np.isscalar(value):
-        value = (value, value)
-    pair = tuple(int(v) for v in value)
-    if len(pair) != 2:
-        raise TfqError(f"{name} must be an int or a pair of ints, got {value!r}.")
-    return pair
 
 
 def _int32(value, name):
