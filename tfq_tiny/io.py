@@ -13,6 +13,9 @@ def atomic_write(path, data):
     try:
         with os.fdopen(fd, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
