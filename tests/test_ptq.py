@@ -10,7 +10,7 @@ from tfq_tiny.ptq.bitsplit import BitSplit
 from tfq_tiny.ptq.reconstruction import (ReconstructionModel, fit, reconstruction_mse,
                                          tensor_values, unit_forward)
 from tfq_tiny.ptq.units import float_name
-from tfq_tiny.quantization import build_quantized_model, calibrate, quantizer_slots
+from tfq_tiny.quantization import build_quantized_model, calibrate
 from tfq_tiny.preprocess import fold_batch_norm
 
 

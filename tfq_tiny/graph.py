@@ -126,9 +126,9 @@ def rebuild(graph, transform, name=None):
                        name=name or graph.model.name)
 
 
-def call_layer(layer, inputs):
+def call_layer(layer, inputs, **kwargs):
     """Call ``layer`` the way Keras expects: merge layers take a list, others one tensor."""
-    return layer(inputs if len(inputs) > 1 else inputs[0])
+    return layer(inputs if len(inputs) > 1 else inputs[0], **kwargs)
 
 
 def clone_call(node, inputs, weights=None, **config_overrides):

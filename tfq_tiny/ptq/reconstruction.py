@@ -88,20 +88,11 @@ def unit_forward(unit):
     def forward(inputs, training):
         values = dict(inputs) if isinstance(inputs, dict) else {unit.inputs[0]: inputs}
         for node in unit.nodes:
-            args = [values[p] for p in node.inputs]
-            layer = node.layer
-            values[node.name] = call_layer(layer, args) if not _takes_training(layer) else \
-                layer(args if len(args) > 1 else args[0], training=training)
+            values[node.name] = call_layer(node.layer, [values[p] for p in node.inputs],
+                                           training=training)
         return values[unit.output]
 
     return forward
-
-
-def _takes_training(layer):
-    from tfq_tiny._compat import QuantizeLayer
-    from tfq_tiny.quantization.calibration import QuantizeWrapper
-
-    return isinstance(layer, (QuantizeWrapper, QuantizeLayer))
 
 
 def tensor_values(model, names, data, batch_size=256):
