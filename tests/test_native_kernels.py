@@ -204,32 +204,83 @@ def test_add_matches_reference(in1_bits, in2_bits, out_bits):
 
 
 def _pool_case(rng, in_bits, out_bits):
+    """Geometry, values and act range; a fifth of the cases are global (one window, VALID)."""
     while True:
         n = int(rng.integers(1, 3))
         h, w = (int(v) for v in rng.integers(1, 11, size=2))
         c = int(rng.integers(1, 6))
-        fh, fw = (int(v) for v in rng.integers(1, 5, size=2))
         stride = tuple(int(v) for v in rng.integers(1, 4, size=2))
+        if rng.random() < 0.2:
+            fh, fw = h, w
+            pad, out_hw = ref.compute_padding((h, w), (fh, fw), stride, (1, 1), "VALID")
+            break
+        fh, fw = (int(v) for v in rng.integers(1, 5, size=2))
         sp = _spatial(rng, (h, w), (fh, fw), stride, (1, 1))
         if sp is not None:
+            pad, out_hw = sp
             break
-    pad, out_hw = sp
     x = _values(rng, in_bits, (n, h, w, c))
-    lo, hi = int_range(out_bits)
-    act_min, act_max = _act_range(rng, out_bits, _zero_point(rng, out_bits))
-    return x, dict(filter_hw=(fh, fw), stride=stride, pad=pad, out_hw=out_hw, act_min=act_min,
-                   act_max=act_max)
+    output_zp = _zero_point(rng, out_bits)
+    act_min, act_max = _act_range(rng, out_bits, output_zp)
+    return x, output_zp, dict(filter_hw=(fh, fw), stride=stride, pad=pad, out_hw=out_hw,
+                              act_min=act_min, act_max=act_max)
+
+
+def _average_pool_requant(rng, in_bits, out_bits, output_zp):
+    """Zero points and (multiplier, shift) from float32 scales whose ratio s_in / s_out is
+    2^(out_bits - in_bits) times 1/4..4 (both below and above 1), as the glue derives them."""
+    in_scale = np.float32(np.exp(rng.uniform(np.log(1e-3), np.log(1.0))))
+    ratio = 2.0 ** (out_bits - in_bits) * np.exp(rng.uniform(np.log(0.25), np.log(4.0)))
+    out_scale = np.float32(in_scale / ratio)
+    multiplier, shift = ar.quantize_multiplier(float(in_scale) / float(out_scale))
+    return dict(input_zp=_zero_point(rng, in_bits), output_zp=output_zp,
+                output_multiplier=multiplier, output_shift=shift)
 
 
 @pytest.mark.parametrize("in_bits,out_bits", ACT_COMBOS)
-@pytest.mark.parametrize("op", ["average_pool_2d", "max_pool_2d"])
-def test_pools_match_reference(op, in_bits, out_bits):
-    rng = _rng(op, in_bits, out_bits)
+def test_requantized_average_pool_matches_reference(in_bits, out_bits):
+    rng = _rng("requantized_average_pool_2d", in_bits, out_bits)
+    ratios = []
     for i in range(POOL_CASES_PER_COMBO):
-        x, kw = _pool_case(rng, in_bits, out_bits)
-        expected = getattr(ref, op)(x, **kw)
-        got = getattr(native, op)(x, **kw, input_bits=in_bits, output_bits=out_bits)
+        x, output_zp, kw = _pool_case(rng, in_bits, out_bits)
+        kw.update(_average_pool_requant(rng, in_bits, out_bits, output_zp))
+        ratios.append(kw["output_shift"] > 0)
+        expected = ref.requantized_average_pool_2d(x, **kw)
+        got = native.requantized_average_pool_2d(x, **kw, input_bits=in_bits,
+                                                 output_bits=out_bits)
         _assert_same(expected, got, (i, x.shape, kw))
+    if in_bits == out_bits:  # ratios around 1: both rescaling directions were exercised
+        assert any(ratios) and not all(ratios)
+
+
+@pytest.mark.parametrize("in_bits,out_bits", ACT_COMBOS)
+def test_max_pool_matches_reference(in_bits, out_bits):
+    rng = _rng("max_pool_2d", in_bits, out_bits)
+    for i in range(POOL_CASES_PER_COMBO):
+        x, _, kw = _pool_case(rng, in_bits, out_bits)
+        expected = ref.max_pool_2d(x, **kw)
+        got = native.max_pool_2d(x, **kw, input_bits=in_bits, output_bits=out_bits)
+        _assert_same(expected, got, (i, x.shape, kw))
+
+
+@pytest.mark.parametrize("in_bits", BITS)
+def test_requantized_average_pool_at_the_int32_headroom_limit(in_bits):
+    # Full-range window sums of both signs, the largest multiplier and the largest left shift
+    # with filter area * 2^in_bits * 2^shift < 2^31 (8x8 window: 2^6).
+    lo, hi = int_range(in_bits)
+    shift = 31 - 6 - in_bits - 1
+    for value, input_zp in ((hi, lo), (lo, hi)):
+        x = np.full((1, 8, 8, 3), value, np.int8)
+        x[0, 0, 0, 1] = 0
+        kw = dict(filter_hw=(8, 8), stride=(1, 1), pad=(0, 0), out_hw=(1, 1), input_zp=input_zp,
+                  output_zp=0, output_multiplier=(1 << 31) - 1, output_shift=shift,
+                  act_min=-128, act_max=127)
+        _assert_same(ref.requantized_average_pool_2d(x, **kw),
+                     native.requantized_average_pool_2d(x, **kw, input_bits=in_bits), kw)
+        with pytest.raises(native.NativeKernelError) as err:
+            native.requantized_average_pool_2d(x, **dict(kw, output_shift=shift + 1),
+                                               input_bits=in_bits)
+        assert err.value.status == 15  # kErrBadParam
 
 
 @pytest.mark.parametrize("bits", BITS)
@@ -355,14 +406,51 @@ def test_add_and_pool_malformed_raise():
     x = np.zeros((1, 4, 4, 2), np.int8)
     pool = dict(filter_hw=(2, 2), stride=(2, 2), pad=(0, 0), out_hw=(2, 2), act_min=-128,
                 act_max=127)
-    for op in (native.average_pool_2d, native.max_pool_2d):
-        op(x, **pool)
+    requant = dict(input_zp=0, output_zp=0, output_multiplier=1 << 30, output_shift=1)
+    for op, extra in ((native.requantized_average_pool_2d, requant), (native.max_pool_2d, {})):
+        op(x, **pool, **extra)
         for bad in (dict(out_hw=(3, 2)), dict(filter_hw=(0, 2)), dict(pad=(2, 0), out_hw=(4, 2)),
                     dict(stride=(0, 2))):
             with pytest.raises(TfqError):
-                op(x, **dict(pool, **bad))
+                op(x, **dict(pool, **bad), **extra)
         with pytest.raises(TfqError):  # act range beyond the 4-bit output
-            op(x, **dict(pool, act_min=-9, act_max=7), output_bits=4)
+            op(x, **dict(pool, act_min=-9, act_max=7), **extra, output_bits=4)
+
+
+BAD_AVERAGE_POOL = [  # (name, bits, overrides, tflm_ext status)
+    ("multiplier not normalized", {}, dict(output_multiplier=(1 << 30) - 1), 11),
+    ("negative multiplier", {}, dict(output_multiplier=-(1 << 30)), 11),
+    ("shift too large", {}, dict(output_shift=31), 12),
+    ("shift too small", {}, dict(output_shift=-32), 12),
+    ("rescaled sum overflows int32", {}, dict(output_shift=21), 15),  # 4 * 2^8 * 2^21 = 2^31
+    ("4-bit rescaled sum overflows int32", dict(input_bits=4), dict(output_shift=25), 15),
+    ("input zp out of 4-bit range", dict(input_bits=4), dict(input_zp=8), 9),
+    ("output zp out of 2-bit range", dict(output_bits=2), dict(output_zp=-3, act_min=-2,
+                                                               act_max=1), 9),
+]
+
+
+@pytest.mark.parametrize("name,bits,over,status", BAD_AVERAGE_POOL,
+                         ids=[c[0] for c in BAD_AVERAGE_POOL])
+def test_requantized_average_pool_bad_requant_raises(name, bits, over, status):
+    x = np.zeros((1, 4, 4, 2), np.int8)
+    kw = dict(filter_hw=(2, 2), stride=(2, 2), pad=(0, 0), out_hw=(2, 2), act_min=-128,
+              act_max=127, input_zp=0, output_zp=0, output_multiplier=1 << 30, output_shift=20)
+    native.requantized_average_pool_2d(x, **kw)  # the limit itself is accepted
+    with pytest.raises(native.NativeKernelError) as err:
+        native.requantized_average_pool_2d(x, **dict(kw, **over), **bits)
+    assert err.value.status == status, err.value
+    with pytest.raises(TfqError):  # not an int32 at all
+        native.requantized_average_pool_2d(x, **dict(kw, output_multiplier=1 << 31))
+
+
+def test_requantized_average_pool_zero_multiplier_gives_output_zero_point():
+    x = np.arange(-16, 16, dtype=np.int8).reshape(1, 4, 4, 2)
+    kw = dict(filter_hw=(2, 2), stride=(2, 2), pad=(0, 0), out_hw=(2, 2), act_min=-8,
+              act_max=7, input_zp=3, output_zp=-5, output_multiplier=0, output_shift=0)
+    got = native.requantized_average_pool_2d(x, **kw, output_bits=4)
+    assert np.array_equal(got, np.full((1, 2, 2, 2), -5))
+    _assert_same(ref.requantized_average_pool_2d(x, **kw), got, kw)
 
 
 # ---- the C ABI itself never trusts its caller's sizes ------------------------------------

@@ -186,6 +186,10 @@ static bool ToPool(const tfq_pool_params_t* params, tfq::PoolParams* p) {
   p->stride_width = params->stride_width;
   p->pad_height = params->pad_height;
   p->pad_width = params->pad_width;
+  p->input_zero_point = params->input_zero_point;
+  p->output_zero_point = params->output_zero_point;
+  p->output_multiplier = params->output_multiplier;
+  p->output_shift = params->output_shift;
   p->act_min = params->act_min;
   p->act_max = params->act_max;
   return true;

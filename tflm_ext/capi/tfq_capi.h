@@ -21,7 +21,9 @@ extern "C" {
 #define TFQ_CAPI_EXPORT __attribute__((visibility("default")))
 #endif
 
-#define TFQ_CAPI_VERSION 1
+/* 2: tfq_pool_params_t gained zero points and a multiplier; the average pool
+ * requantizes. */
+#define TFQ_CAPI_VERSION 2
 
 /* A packed tensor: `nbytes` bytes at `data` hold prod(dims[:rank]) signed
  * `bits`-bit elements (bits in {2, 4, 8}), TFLite INT4/INT2 packing. */
@@ -67,10 +69,15 @@ typedef struct tfq_add_params_t {
   int32_t act_min, act_max;
 } tfq_add_params_t;
 
+/* Pools: zero points (not offsets). tfq_average_pool_2d requantizes with
+ * them and output_multiplier/output_shift (QuantizeMultiplier of
+ * input_scale / output_scale); tfq_max_pool_2d ignores those four fields. */
 typedef struct tfq_pool_params_t {
   int32_t filter_height, filter_width;
   int32_t stride_height, stride_width;
   int32_t pad_height, pad_width;
+  int32_t input_zero_point, output_zero_point;
+  int32_t output_multiplier, output_shift;
   int32_t act_min, act_max;
 } tfq_pool_params_t;
 
@@ -120,7 +127,10 @@ TFQ_CAPI_EXPORT int32_t tfq_add(const tfq_add_params_t* params,
                                 const tfq_tensor_t* input2,
                                 const tfq_tensor_t* output);
 
-/* input [N,H,W,C], output [N,OH,OW,C]. */
+/* input [N,H,W,C], output [N,OH,OW,C]. The average pool's output has its own
+ * scale and zero point: per window of n in-image elements,
+ * clamp(round_half_away(MultiplyByQuantizedMultiplier(sum(x - input_zp),
+ * output_multiplier, output_shift) / n) + output_zp, act_min, act_max). */
 TFQ_CAPI_EXPORT int32_t tfq_average_pool_2d(const tfq_pool_params_t* params,
                                             const tfq_tensor_t* input,
                                             const tfq_tensor_t* output);

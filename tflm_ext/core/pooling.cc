@@ -1,5 +1,7 @@
-// AVERAGE_POOL_2D and MAX_POOL_2D on packed 2/4/8-bit activations (TFLM
-// reference arithmetic: the average rounds half away from zero).
+// AVERAGE_POOL_2D (requantizing: the output has its own scale and zero point)
+// and MAX_POOL_2D (tied to the input's grid) on packed 2/4/8-bit activations.
+// The average divides by the in-image window size rounding half away from
+// zero, as TFLM's reference AveragePool; see tfq_kernels.h for the formula.
 #include "tfq_arithmetic.h"
 #include "tfq_kernels.h"
 #include "tfq_validate.h"
@@ -9,6 +11,17 @@ namespace {
 
 inline int32_t MaxI(int32_t a, int32_t b) { return a > b ? a : b; }
 inline int32_t MinI(int32_t a, int32_t b) { return a < b ? a : b; }
+
+// Average of a window from its plain sum: sum(x - zp) = sum(x) - n * zp, then
+// rescale, divide by n (half away from zero), add the output zero point. No
+// int32 overflow: CheckAveragePoolRequant bounds |sum| * 2^max(shift, 0).
+inline int32_t RequantizedAverage(const PoolParams& p, int32_t sum, int32_t n) {
+  const int32_t acc = sum - n * p.input_zero_point;
+  int32_t v =
+      MultiplyByQuantizedMultiplier(acc, p.output_multiplier, p.output_shift);
+  v = v > 0 ? (v + n / 2) / n : (v - n / 2) / n;
+  return v + p.output_zero_point;
+}
 
 template <int kInBits, bool kAverage>
 void PoolImpl(const PoolParams& p, const ConstTensor& in, const Tensor& out) {
@@ -44,8 +57,8 @@ void PoolImpl(const PoolParams& p, const ConstTensor& in, const Tensor& out) {
             }
           }
           if (kAverage) {
-            const int32_t n = (fy_end - fy_start) * (fx_end - fx_start);
-            acc = acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n;
+            acc = RequantizedAverage(p, acc,
+                                     (fy_end - fy_start) * (fx_end - fx_start));
           }
           SetPacked(out.data, out_index, out_bits,
                     Clamp(acc, p.act_min, p.act_max));
@@ -68,6 +81,11 @@ Status Pool(const PoolParams& p, const ConstTensor& in, const Tensor& out) {
   // Sum of a window: filter area * 128 must fit in int32.
   if (static_cast<int64_t>(p.filter_height) * p.filter_width > (1 << 23)) {
     return kErrBadParam;
+  }
+  if (kAverage) {
+    TFQ_RETURN_IF_ERROR(CheckAveragePoolRequant(p, in.bits));
+    TFQ_RETURN_IF_ERROR(CheckZeroPoint(p.input_zero_point, in.bits));
+    TFQ_RETURN_IF_ERROR(CheckZeroPoint(p.output_zero_point, out.bits));
   }
   TFQ_RETURN_IF_ERROR(CheckSpatial(in.dims[1], p.filter_height,
                                    p.stride_height, 1, p.pad_height,
@@ -99,6 +117,22 @@ Status Pool(const PoolParams& p, const ConstTensor& in, const Tensor& out) {
 }
 
 }  // namespace
+
+Status CheckAveragePoolRequant(const PoolParams& p, int32_t input_bits) {
+  if (!IsSupportedBits(input_bits)) return kErrBadBits;
+  if (p.output_shift < -31 || p.output_shift > 30) return kErrBadShift;
+  if (p.output_multiplier != 0 && p.output_multiplier < (int32_t{1} << 30)) {
+    return kErrBadMultiplier;  // negative, or not normalized
+  }
+  if (p.filter_height < 1 || p.filter_width < 1) return kErrBadParam;
+  // filter area * 2^(input_bits + left shift) < 2^31, without overflow.
+  const int32_t exponent = input_bits + (p.output_shift > 0 ? p.output_shift : 0);
+  const int64_t area = static_cast<int64_t>(p.filter_height) * p.filter_width;
+  if (exponent >= 31 || area >= (int64_t{1} << (31 - exponent))) {
+    return kErrBadParam;
+  }
+  return kOk;
+}
 
 Status AveragePool(const PoolParams& p, const ConstTensor& in,
                    const Tensor& out) {

@@ -1,5 +1,6 @@
 // tfq_tiny core kernels: integer CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED,
-// ADD, AVERAGE_POOL_2D and MAX_POOL_2D on packed 2/4/8-bit tensors.
+// ADD, AVERAGE_POOL_2D (requantizing) and MAX_POOL_2D on packed 2/4/8-bit
+// tensors.
 //
 // Style follows TFLM's reference kernels: pure functions over a params struct
 // and raw pointers, no dynamic allocation, no TFLM dependency. Unlike the TFLM
@@ -120,15 +121,28 @@ struct AddParams {
   int32_t act_max;
 };
 
-// Pools work on the stored integers directly (input and output share scale
-// and zero point, as in TFLM); only the storage width may differ.
+// Pools. MaxPool works on the stored integers directly (input and output
+// share scale and zero point, as in TFLM; only the storage width may differ)
+// and ignores the zero points and the multiplier. AveragePool requantizes
+// (TFQ_AVERAGE_POOL_2D): over the n >= 1 in-image elements of each window
+//   acc = sum (x - input_zero_point)                                 (int32)
+//   v   = MultiplyByQuantizedMultiplier(acc, output_multiplier, output_shift)
+//   v   = v > 0 ? (v + n/2) / n : (v - n/2) / n        (C truncating division)
+//   out = clamp(v + output_zero_point, act_min, act_max)
+// with output_multiplier * 2^(output_shift - 31) = input_scale / output_scale
+// (QuantizeMultiplier). See CheckAveragePoolRequant for the accepted values.
+// Unlike the other params structs these hold zero points, not offsets.
 struct PoolParams {
   int32_t filter_height;
   int32_t filter_width;
   int32_t stride_height;
   int32_t stride_width;
-  int32_t pad_height;
-  int32_t pad_width;
+  int32_t pad_height;  // padding before (top)
+  int32_t pad_width;   // padding before (left)
+  int32_t input_zero_point;   // AveragePool only
+  int32_t output_zero_point;  // AveragePool only
+  int32_t output_multiplier;  // AveragePool only
+  int32_t output_shift;       // AveragePool only (> 0: left shift)
   int32_t act_min;
   int32_t act_max;
 };
@@ -164,7 +178,17 @@ Status FullyConnectedPerTensor(const FullyConnectedParams& params,
 Status Add(const AddParams& params, const ConstTensor& input1,
            const ConstTensor& input2, const Tensor& output);
 
+// AveragePool's checks of its rescaling, for callers that derive the
+// multiplier themselves (the TFLM glue's Prepare): output_shift in [-31, 30];
+// output_multiplier 0 or in [2^30, 2^31) (QuantizeMultiplier's range);
+// filter_height * filter_width * 2^input_bits * 2^max(output_shift, 0) < 2^31,
+// so that the left-shifted window sum cannot overflow int32. Returns
+// kErrBadShift, kErrBadMultiplier or kErrBadParam (filter size < 1 too).
+Status CheckAveragePoolRequant(const PoolParams& params, int32_t input_bits);
+
 // input [N,H,W,C], output [N,OH,OW,C]. Every window must overlap the input.
+// AveragePool also checks the zero points against the tensors' bit widths and
+// CheckAveragePoolRequant.
 Status AveragePool(const PoolParams& params, const ConstTensor& input,
                    const Tensor& output);
 Status MaxPool(const PoolParams& params, const ConstTensor& input,

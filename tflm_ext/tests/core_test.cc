@@ -434,30 +434,36 @@ void TestAdd(int cases_per_combo) {
 
 struct PoolCase {
   int n, h, w, c, fh, fw, sh, sw, ph, pw, oh, ow, in_bits, out_bits;
+  int in_zp, out_zp;  // average pool only
+  int32_t m, s;       // average pool only: QuantizeMultiplier(s_in / s_out)
   int act_min, act_max;
   std::vector<int> x;
 };
 
+// Average: round(RefRequant(sum(x - in_zp)) / count) half away from zero, plus
+// out_zp. Max: the window's maximum.
 std::vector<int> RefPool(const PoolCase& k, bool average) {
   std::vector<int> out;
   for (int b = 0; b < k.n; ++b)
     for (int oy = 0; oy < k.oh; ++oy)
       for (int ox = 0; ox < k.ow; ++ox)
         for (int ch = 0; ch < k.c; ++ch) {
-          int sum = 0, count = 0, mx = -1000;
+          int64_t sum = 0;
+          int count = 0, mx = -1000;
           for (int fy = 0; fy < k.fh; ++fy)
             for (int fx = 0; fx < k.fw; ++fx) {
               const int iy = oy * k.sh - k.ph + fy, ix = ox * k.sw - k.pw + fx;
               if (iy < 0 || iy >= k.h || ix < 0 || ix >= k.w) continue;
               const int v = k.x[((b * k.h + iy) * k.w + ix) * k.c + ch];
-              sum += v;
+              sum += v - k.in_zp;
               ++count;
               mx = v > mx ? v : mx;
             }
-          int v = mx;
+          int64_t v = mx;
           if (average) {  // nearest, ties away from zero
-            const int mag = ((sum < 0 ? -sum : sum) * 2 + count) / (2 * count);
-            v = sum < 0 ? -mag : mag;
+            const int64_t r = RefRequant(static_cast<int32_t>(sum), k.m, k.s);
+            const int64_t mag = ((r < 0 ? -r : r) * 2 + count) / (2 * count);
+            v = (r < 0 ? -mag : mag) + k.out_zp;
           }
           out.push_back(RefClamp(v, k.act_min, k.act_max));
         }
@@ -470,10 +476,46 @@ tfq::Status RunPool(const PoolCase& k, bool average, std::vector<int>* got) {
   std::vector<uint8_t> ob((no * k.out_bits + 7) / 8);
   const auto in = MakeTensor<tfq::ConstTensor>(&xb, k.in_bits, {k.n, k.h, k.w, k.c});
   const auto out = MakeTensor<tfq::Tensor>(&ob, k.out_bits, {k.n, k.oh, k.ow, k.c});
-  const tfq::PoolParams p{k.fh, k.fw, k.sh, k.sw, k.ph, k.pw, k.act_min, k.act_max};
+  const tfq::PoolParams p{k.fh,  k.fw,     k.sh, k.sw, k.ph,      k.pw,
+                          k.in_zp, k.out_zp, k.m,  k.s,  k.act_min, k.act_max};
   const tfq::Status st = average ? tfq::AveragePool(p, in, out) : tfq::MaxPool(p, in, out);
   if (st == tfq::kOk) *got = RefUnpack(ob, no, k.out_bits);
   return st;
+}
+
+// Random geometry (a fifth are global pools: one window over the whole input),
+// values, zero points, act range and a scale ratio s_in / s_out around
+// 2^(out_bits - in_bits), both below and above 1.
+PoolCase RandomPool(int ib, int ob) {
+  PoolCase k{};
+  k.in_bits = ib;
+  k.out_bits = ob;
+  for (;;) {
+    k.n = Uniform(1, 2);
+    k.h = Uniform(1, 10);
+    k.w = Uniform(1, 10);
+    k.c = Uniform(1, 5);
+    const bool global = Uniform(0, 4) == 0;
+    k.fh = global ? k.h : Uniform(1, 4);
+    k.fw = global ? k.w : Uniform(1, 4);
+    k.sh = Uniform(1, 3);
+    k.sw = Uniform(1, 3);
+    const bool same = !global && Uniform(0, 1) == 1;
+    if (Padding(k.h, k.fh, k.sh, 1, same, &k.ph, &k.oh) &&
+        Padding(k.w, k.fw, k.sw, 1, same, &k.pw, &k.ow)) {
+      break;
+    }
+  }
+  k.x = RandomValues(static_cast<size_t>(k.n) * k.h * k.w * k.c, ib);
+  k.in_zp = Uniform(RefQMin(ib), RefQMax(ib));
+  k.out_zp = Uniform(RefQMin(ob), RefQMax(ob));
+  const double ratio = std::ldexp(std::exp(UniformReal(std::log(0.25), std::log(4.0))),
+                                  ob - ib);
+  QuantizeMultiplier(ratio, &k.m, &k.s);
+  k.act_min = RefQMin(ob);
+  k.act_max = RefQMax(ob);
+  if (Uniform(0, 2) == 0) k.act_min = Uniform(k.act_min, k.act_max);
+  return k;
 }
 
 void TestPools(int cases_per_combo) {
@@ -483,28 +525,12 @@ void TestPools(int cases_per_combo) {
     for (int ib : bits)
       for (int ob : bits)
         for (int i = 0; i < cases_per_combo; ++i, ++id) {
-          PoolCase k{};
-          k.in_bits = ib;
-          k.out_bits = ob;
-          for (;;) {
-            k.n = Uniform(1, 2);
-            k.h = Uniform(1, 10);
-            k.w = Uniform(1, 10);
-            k.c = Uniform(1, 5);
-            k.fh = Uniform(1, 4);
-            k.fw = Uniform(1, 4);
-            k.sh = Uniform(1, 3);
-            k.sw = Uniform(1, 3);
-            const bool same = Uniform(0, 1) == 1;
-            if (Padding(k.h, k.fh, k.sh, 1, same, &k.ph, &k.oh) &&
-                Padding(k.w, k.fw, k.sw, 1, same, &k.pw, &k.ow)) {
-              break;
-            }
+          PoolCase k = RandomPool(ib, ob);
+          if (!average) {  // max pool: one grid; the requant fields are ignored
+            k.in_zp = k.out_zp = 0;
+            k.m = Uniform(-5, 5);
+            k.s = Uniform(-40, 40);
           }
-          k.x = RandomValues(static_cast<size_t>(k.n) * k.h * k.w * k.c, ib);
-          k.act_min = RefQMin(ob);
-          k.act_max = RefQMax(ob);
-          if (Uniform(0, 2) == 0) k.act_min = Uniform(k.act_min, k.act_max);
           std::vector<int> got;
           const tfq::Status st = RunPool(k, average != 0, &got);
           Expect(st == tfq::kOk && got == RefPool(k, average != 0),
@@ -512,6 +538,41 @@ void TestPools(int cases_per_combo) {
                          : "max pool matches scalar reference",
                  id);
         }
+}
+
+// Largest accepted rescaling: full-range window sums of both signs, the
+// largest multiplier and the largest left shift the int32 headroom rule
+// allows (filter area * 2^in_bits * 2^shift < 2^31); under UBSan any signed
+// overflow in the kernel is a finding. One more left shift is rejected.
+void TestAveragePoolHeadroom() {
+  const int bits[3] = {2, 4, 8};
+  int id = 0;
+  for (int ib : bits)
+    for (int sign = 0; sign < 2; ++sign, ++id) {
+      PoolCase k{};
+      k.in_bits = ib;
+      k.out_bits = 8;
+      k.n = 1;
+      k.h = k.fh = 8;
+      k.w = k.fw = 4;  // area 32 = 2^5
+      k.c = 2;
+      k.sh = k.sw = 1;
+      k.oh = k.ow = 1;
+      k.in_zp = sign ? RefQMax(ib) : RefQMin(ib);
+      k.x.assign(static_cast<size_t>(k.h) * k.w * k.c, sign ? RefQMin(ib) : RefQMax(ib));
+      k.x[3] = 0;  // not exactly a power of two
+      k.out_zp = 0;
+      k.m = INT32_MAX;
+      k.s = 31 - 5 - ib - 1;
+      k.act_min = -128;
+      k.act_max = 127;
+      std::vector<int> got;
+      Expect(RunPool(k, true, &got) == tfq::kOk && got == RefPool(k, true),
+             "average pool at the int32 headroom limit", id);
+      k.s += 1;
+      Expect(RunPool(k, true, &got) == tfq::kErrBadParam,
+             "average pool beyond the int32 headroom rejected", id);
+    }
 }
 
 void TestPackRoundTrip() {
@@ -731,11 +792,75 @@ void TestMalformedOthers() {
          "add in-place rejected", 0);
   Expect(tfq::Add(ap, ct(&a, 8, {2, 3}), ct(&b, 8, {2, 3}), mt(&o, 8, {2, 3})) == tfq::kOk,
          "add baseline", 0);
-  // Pools: empty windows, inconsistent output.
-  tfq::PoolParams pp{2, 2, 2, 2, 0, 0, -128, 127};
+  // Pools: empty windows, inconsistent output, average pool rescaling.
+  tfq::PoolParams pp{2, 2, 2, 2, 0, 0, 0, 0, 1 << 30, 0, -128, 127};
   std::vector<uint8_t> px(32), po(8), po_big(18);
   Expect(tfq::MaxPool(pp, ct(&px, 8, {1, 4, 4, 2}), mt(&po, 8, {1, 2, 2, 2})) == tfq::kOk,
          "pool baseline", 0);
+  Expect(tfq::AveragePool(pp, ct(&px, 8, {1, 4, 4, 2}), mt(&po, 8, {1, 2, 2, 2})) ==
+             tfq::kOk,
+         "average pool baseline", 0);
+  struct BadAverage {
+    const char* what;
+    void (*mutate)(tfq::PoolParams*, int* in_bits, int* out_bits);
+    tfq::Status want;
+  };
+  const BadAverage bad_average[] = {
+      {"average pool multiplier not normalized",
+       [](tfq::PoolParams* q, int*, int*) { q->output_multiplier = (1 << 30) - 1; },
+       tfq::kErrBadMultiplier},
+      {"average pool negative multiplier",
+       [](tfq::PoolParams* q, int*, int*) { q->output_multiplier = INT32_MIN; },
+       tfq::kErrBadMultiplier},
+      {"average pool shift 31",
+       [](tfq::PoolParams* q, int*, int*) { q->output_shift = 31; }, tfq::kErrBadShift},
+      {"average pool shift -32",
+       [](tfq::PoolParams* q, int*, int*) { q->output_shift = -32; }, tfq::kErrBadShift},
+      {"average pool rescaled sum overflows int32",  // 4 * 2^8 * 2^21 = 2^31
+       [](tfq::PoolParams* q, int*, int*) { q->output_shift = 21; }, tfq::kErrBadParam},
+      {"average pool 4-bit rescaled sum overflows int32",  // 4 * 2^4 * 2^25
+       [](tfq::PoolParams* q, int* ib, int*) { *ib = 4, q->output_shift = 25; },
+       tfq::kErrBadParam},
+      {"average pool input zero point outside int4",
+       [](tfq::PoolParams* q, int* ib, int*) { *ib = 4, q->input_zero_point = 8; },
+       tfq::kErrBadZeroPoint},
+      {"average pool output zero point outside int2",
+       [](tfq::PoolParams* q, int*, int* ob) {
+         *ob = 2, q->output_zero_point = -3, q->act_min = -2, q->act_max = 1;
+       },
+       tfq::kErrBadZeroPoint},
+      {"average pool act range outside int2",
+       [](tfq::PoolParams*, int*, int* ob) { *ob = 2; }, tfq::kErrBadActRange},
+  };
+  for (const BadAverage& bad : bad_average) {
+    tfq::PoolParams q = pp;
+    int ib = 8, ob = 8;
+    bad.mutate(&q, &ib, &ob);
+    Expect(tfq::AveragePool(q, ct(&px, ib, {1, 4, 4, 2}), mt(&po, ob, {1, 2, 2, 2})) ==
+               bad.want,
+           bad.what, 0);
+  }
+  tfq::PoolParams edge = pp;
+  edge.output_shift = 20;  // 4 * 2^8 * 2^20 < 2^31: still accepted
+  Expect(tfq::AveragePool(edge, ct(&px, 8, {1, 4, 4, 2}), mt(&po, 8, {1, 2, 2, 2})) ==
+             tfq::kOk,
+         "average pool shift at the headroom limit", 0);
+  edge.output_multiplier = 0;  // QuantizeMultiplier(0) or an underflowed ratio
+  edge.output_shift = 0;
+  edge.output_zero_point = 5;
+  Expect(tfq::AveragePool(edge, ct(&px, 8, {1, 4, 4, 2}), mt(&po, 8, {1, 2, 2, 2})) ==
+                 tfq::kOk &&
+             RefUnpack(po, 8, 8) == std::vector<int>(8, 5),
+         "average pool multiplier 0 gives the output zero point", 0);
+  tfq::PoolParams garbage = pp;  // MaxPool ignores the requant fields
+  garbage.output_multiplier = -1;
+  garbage.output_shift = 99;
+  garbage.input_zero_point = 1000;
+  Expect(tfq::MaxPool(garbage, ct(&px, 8, {1, 4, 4, 2}), mt(&po, 8, {1, 2, 2, 2})) ==
+             tfq::kOk,
+         "max pool ignores the requant fields", 0);
+  Expect(tfq::CheckAveragePoolRequant(pp, 3) == tfq::kErrBadBits,
+         "average pool requant check bits", 0);
   tfq::PoolParams pp2 = pp;
   pp2.pad_height = 2;
   Expect(tfq::AveragePool(pp2, ct(&px, 8, {1, 4, 4, 2}), mt(&po_big, 8, {1, 3, 2, 2})) !=
@@ -790,6 +915,7 @@ int main() {
   TestFullyConnected(20);
   TestAdd(20);
   TestPools(60);  // 2 ops x 9 combos x 60
+  TestAveragePoolHeadroom();
   TestPackRoundTrip();
   TestMalformedConv();
   TestMalformedOthers();

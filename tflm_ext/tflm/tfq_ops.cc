@@ -5,7 +5,9 @@
 //   Prepare: check tensor types/sizes/quantization, derive the fixed-point
 //            parameters exactly as TFLM's builtin int8 kernels do (per-channel
 //            QuantizeMultiplier of input_scale * filter_scale / output_scale;
-//            ADD's left_shift 20 scheme), compute SAME/VALID padding.
+//            ADD's left_shift 20 scheme; the average pool's
+//            QuantizeMultiplier of input_scale / output_scale), compute
+//            SAME/VALID padding.
 //   Eval:    wrap the eval tensors as packed views and call the core kernel.
 //            No allocation, no scratch buffer.
 #include "tfq_ops.h"
@@ -544,7 +546,7 @@ TfLiteStatus EvalAdd(TfLiteContext* context, TfLiteNode* node) {
   return Report(kAddName, tfq::Add(data->params.add, in1, in2, out));
 }
 
-// ---- AVERAGE_POOL_2D / MAX_POOL_2D ---------------------------------------------------
+// ---- AVERAGE_POOL_2D (requantizing) / MAX_POOL_2D (tied) ---------------------------
 
 template <bool kAverage>
 TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
@@ -565,12 +567,25 @@ TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
              "tensor type/size does not fit the bit widths");
   const TfLiteAffineQuantization* qi = Affine(input);
   const TfLiteAffineQuantization* qo = Affine(output);
-  TFQ_ENSURE(op, qi != nullptr && qo != nullptr &&
-                     qi->scale->data[0] == qo->scale->data[0] &&
-                     qi->zero_point->data[0] == qo->zero_point->data[0],
-             "input and output must share scale and zero point");
-  TF_LITE_ENSURE_OK(context, CheckRanges(op, qi->zero_point->data[0], opt.input_bits,
-                                         qi->zero_point->data[0], opt));
+  TFQ_ENSURE(op, qi != nullptr && qo != nullptr,
+             "input and output need affine quantization parameters");
+  const int32_t input_zp = qi->zero_point->data[0];
+  const int32_t output_zp = qo->zero_point->data[0];
+  // MAX_POOL_2D passes the stored integers through (one grid); the average
+  // pool requantizes to the output's grid (tfq::PoolParams).
+  int32_t multiplier = 0, shift = 0;
+  if (kAverage) {
+    const double input_scale = static_cast<double>(qi->scale->data[0]);
+    const double output_scale = static_cast<double>(qo->scale->data[0]);
+    TFQ_ENSURE(op, input_scale > 0.0 && output_scale > 0.0 &&
+                       std::isfinite(input_scale) && std::isfinite(output_scale),
+               "input and output scales must be positive and finite");
+    QuantizeMultiplier(input_scale / output_scale, &multiplier, &shift);
+  } else {
+    TFQ_ENSURE(op, qi->scale->data[0] == qo->scale->data[0] && input_zp == output_zp,
+               "input and output must share scale and zero point");
+  }
+  TF_LITE_ENSURE_OK(context, CheckRanges(op, input_zp, opt.input_bits, output_zp, opt));
   int32_t pad_h = 0, pad_w = 0, out_h = 0, out_w = 0;
   TFQ_ENSURE(op,
              SpatialPadding(opt.padding, input->dims->data[1], opt.filter_h, opt.stride_h,
@@ -583,7 +598,12 @@ TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
   int32_t act_min = 0, act_max = 0;
   ActRange(opt, &act_min, &act_max);
   data->params.pool = tfq::PoolParams{opt.filter_h, opt.filter_w, opt.stride_h,
-                                      opt.stride_w, pad_h, pad_w, act_min, act_max};
+                                      opt.stride_w, pad_h, pad_w, input_zp,
+                                      output_zp, multiplier, shift, act_min, act_max};
+  if (kAverage) {
+    // Shift/multiplier range and int32 headroom of the rescaled window sum.
+    return Report(op, tfq::CheckAveragePoolRequant(data->params.pool, opt.input_bits));
+  }
   return kTfLiteOk;
 }
 

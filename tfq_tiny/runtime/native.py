@@ -25,7 +25,7 @@ from tfq_tiny.export.packing import pack, packed_size, unpack
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, check_bits
 from tfq_tiny.runtime.kernels import _pair
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 _MAX_RANK = 4
 
 
@@ -81,7 +81,8 @@ class _AddParams(ctypes.Structure):
 
 class _PoolParams(ctypes.Structure):
     _fields_ = _int_fields("filter_height", "filter_width", "stride_height", "stride_width",
-                           "pad_height", "pad_width", "act_min", "act_max")
+                           "pad_height", "pad_width", "input_zero_point", "output_zero_point",
+                           "output_multiplier", "output_shift", "act_min", "act_max")
 
 
 # TFQ_STRUCT_* ids of the C header, checked against sizeof() at load time.
@@ -381,7 +382,9 @@ def add(x1, x2, *, input1_zp, input2_zp, output_zp, left_shift, input1_multiplie
     return _result(out_buf, output_bits, count, out_shape)
 
 
-def _pool(op, fn, x, filter_hw, stride, pad, out_hw, act_min, act_max, input_bits, output_bits):
+def _pool(op, fn, x, filter_hw, stride, pad, out_hw, act_min, act_max, input_bits, output_bits,
+          requant=(0, 0, 0, 0)):
+    """``requant``: (input_zp, output_zp, output_multiplier, output_shift) of the average pool."""
     input_bits = _bits(input_bits, "input_bits")
     output_bits = _bits(output_bits, "output_bits")
     x = _as_int_array(x, f"{op} input")
@@ -389,7 +392,9 @@ def _pool(op, fn, x, filter_hw, stride, pad, out_hw, act_min, act_max, input_bit
         raise NativeKernelError(op, 3, f"input must be 4-D NHWC, got shape {x.shape}")
     (fh, fw), (sh, sw) = _pair(filter_hw, "filter_hw"), _pair(stride, "stride")
     (ph, pw), (oh, ow) = _pair(pad, "pad"), _pair(out_hw, "out_hw")
-    p = _PoolParams(fh, fw, sh, sw, ph, pw, _int32(act_min, "act_min"),
+    requant = [_int32(v, name) for v, name in zip(
+        requant, ("input_zp", "output_zp", "output_multiplier", "output_shift"))]
+    p = _PoolParams(fh, fw, sh, sw, ph, pw, *requant, _int32(act_min, "act_min"),
                     _int32(act_max, "act_max"))
     x_buf, x_t = _packed_input(x, input_bits, f"{op} input")
     out_shape = (x.shape[0], oh, ow, x.shape[3])
@@ -399,17 +404,26 @@ def _pool(op, fn, x, filter_hw, stride, pad, out_hw, act_min, act_max, input_bit
     return _result(out_buf, output_bits, count, out_shape)
 
 
-def average_pool_2d(x, *, filter_hw, stride, pad, out_hw, act_min, act_max, input_bits=8,
-                    output_bits=8):
-    """AVERAGE_POOL_2D in C++ (TFLM rounding: half away from zero)."""
+def requantized_average_pool_2d(x, *, filter_hw, stride, pad, out_hw, input_zp, output_zp,
+                                output_multiplier, output_shift, act_min, act_max, input_bits=8,
+                                output_bits=8):
+    """TFQ_AVERAGE_POOL_2D in C++: the average pool whose output has its own grid.
+
+    Per window of n in-image elements: ``MultiplyByQuantizedMultiplier(sum(x - input_zp),
+    output_multiplier, output_shift)`` divided by n rounding half away from zero, plus
+    ``output_zp``, clamped. The kernel rejects a multiplier outside [2^30, 2^31) (other than
+    0), a shift outside [-31, 30], and ``filter_h * filter_w * 2^input_bits *
+    2^max(output_shift, 0) >= 2^31``.
+    """
     lib = _load()
-    return _pool("average_pool_2d", lib.tfq_average_pool_2d, x, filter_hw, stride, pad, out_hw,
-                 act_min, act_max, input_bits, output_bits)
+    return _pool("requantized_average_pool_2d", lib.tfq_average_pool_2d, x, filter_hw, stride,
+                 pad, out_hw, act_min, act_max, input_bits, output_bits,
+                 requant=(input_zp, output_zp, output_multiplier, output_shift))
 
 
 def max_pool_2d(x, *, filter_hw, stride, pad, out_hw, act_min, act_max, input_bits=8,
                 output_bits=8):
-    """MAX_POOL_2D in C++."""
+    """MAX_POOL_2D in C++ (input and output share one grid)."""
     lib = _load()
     return _pool("max_pool_2d", lib.tfq_max_pool_2d, x, filter_hw, stride, pad, out_hw,
                  act_min, act_max, input_bits, output_bits)
