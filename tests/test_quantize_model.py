@@ -58,13 +58,22 @@ def test_quantized_activations_lie_on_their_grid(small_cnn, images):
         assert (qmin, qmax) == ((-128, 127) if slot.layer_name == "fc" else (-8, 7))
 
 
-def test_fused_relu_quantized_once_and_avgpool_tied(small_cnn, images):
+def test_fused_relu_quantized_once(small_cnn, images):
     q = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
     outputs = {s.layer_name for s in quantizer_slots(q) if s.kind == "output"}
     assert {"r1", "r2", "r3", "ap", "gap", "fc"} <= outputs
     assert "c1" not in outputs and "add" not in outputs and "mp" not in outputs
+
+
+@pytest.mark.parametrize("policy,tied", [("w8a8", True), ("w4a4", False), ("w8a4", False)])
+def test_average_pool_tied_only_at_8_bits(small_cnn, images, policy, tied):
+    """8-bit pools keep the input grid (TFLite builtin); low-bit pools get their own range."""
+    q = tfq_tiny.quantize_model(small_cnn, policy, calibration_data=images)
     slots = {s.layer_name: s for s in quantizer_slots(q) if s.kind == "output"}
-    assert slots["ap"].variables["scale"].numpy() == slots["r3"].variables["scale"].numpy()
+    ap, r3 = slots["ap"], slots["r3"]
+    assert ap.quantizer.tie_to_input is tied
+    same = ap.variables["scale"].numpy() == r3.variables["scale"].numpy()
+    assert bool(np.all(same)) is tied
 
 
 def test_policy_overrides_per_layer(small_cnn, images):

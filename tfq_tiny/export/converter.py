@@ -15,8 +15,8 @@ then rewrite its output through the schema object API:
 3. keep an operator a TFLM builtin when TFLM runs it natively (all activations 8-bit; CONV_2D
    and DEPTHWISE_CONV_2D with INT8 or packed INT4 filters, the rest with INT8), and turn
    everything else into a ``TFQ_*`` custom operator per ``tflm_ext/README.md``; MEAN
-   (global average pooling) becomes a full-window AVERAGE_POOL_2D (+ RESHAPE), as its grid is
-   tied to its input's.
+   (global average pooling) becomes a full-window average pool (+ RESHAPE): TFLite's builtin
+   when input and output share one 8-bit grid, else the requantizing TFQ_AVERAGE_POOL_2D.
 
 Storage. A sub-8-bit activation is stored packed (INT8 tensor, packed bytes first) between
 operators, the model input included; model outputs are stored as plain int8 holding values on
@@ -146,15 +146,6 @@ class _Plan:
                 continue
             owner = op.fused[-1] if op.fused else op.name
             grid = _slot_grid(outputs.get(owner), op.output, owner)
-            if kind.startswith(("AveragePooling", "GlobalAveragePooling")):
-                source = self.grid[op.inputs[0]]
-                if (grid.scale, grid.zero_point, grid.bits) != (source.scale, source.zero_point, source.bits):
-                    raise ExportError(
-                        f"layer '{op.name}' (average pooling) must keep its input's grid, but its "
-                        f"quantizer (scale {grid.scale}, zero point {grid.zero_point}) differs from "
-                        f"its input's ({source.scale}, {source.zero_point}). Call "
-                        "tfq_tiny.quantization.calibration.tie_activation_ranges(model) after "
-                        "changing ranges.")
             if self._is_softmax(op):
                 if grid.bits != 8 or self.grid[op.inputs[0]].bits != 8:
                     raise ExportError(
@@ -653,8 +644,11 @@ class _Writer:
                          **self.act_options(self.plan.fused_activation(op), int(tfl_op.outputs[0])))
 
     def pool(self, tfl_op, name, fused="NONE"):
+        """A builtin when 8-bit in and out on one grid; else TFQ_MAX_POOL_2D (same grid) or
+        TFQ_AVERAGE_POOL_2D (requantizes to the output's own grid)."""
         x, out = int(tfl_op.inputs[0]), int(tfl_op.outputs[0])
-        if self.grid(x).bits == 8 and self.grid(out).bits == 8:
+        gx, go = self.grid(x), self.grid(out)
+        if gx.bits == 8 and go.bits == 8 and (gx.scale, gx.zero_point) == (go.scale, go.zero_point):
             return
         o = tfl_op.builtinOptions
         self.make_custom(tfl_op, name, input_bits=self.grid(x).storage_bits,

@@ -116,10 +116,9 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
             return clone_call(node, inputs)
         else:
             act_bits = policy.activation_bits_for(node.name, _feeds_output(graph, node.name))
-            if isinstance(layer, cfg.TIED_OUTPUT_LAYERS):
-                act_bits = in_bits
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
-                                        w_init, a_init, not _output_left_to_relu(graph, node))
+                                        w_init, a_init, not _output_left_to_relu(graph, node),
+                                        input_bits=in_bits)
         tensor_bits[node.name] = getattr(config, "activation_bits", None) \
             if config.get_output_quantizers(layer) else None
         inner = clone_layer(layer)

@@ -163,7 +163,10 @@ def _writer(node, t, bits):
 
 def _per_tensor(node, t, what):
     node.check(t.scales.size >= 1, f"{what} (tensor {t.index}) has no scale.")
-    return float(t.scales[0]), int(t.zero_points[0])
+    scale = float(t.scales[0])
+    node.check(np.isfinite(scale) and scale > 0, f"{what} (tensor {t.index}) has scale {scale}; "
+               "scales must be positive and finite.")
+    return scale, int(t.zero_points[0])
 
 
 def _weights(node, t, bits, channels, channel_axis):
@@ -323,9 +326,20 @@ def _prepare_pool(node, backend, op):
     read_x = _reader(node, x, in_bits, "input")
     write = _writer(node, out, out_bits)
     (in_scale, in_zp), (out_scale, out_zp) = _per_tensor(node, x, "input"), _per_tensor(node, out, "output")
-    node.check(np.float32(in_scale) == np.float32(out_scale) and in_zp == out_zp,
-               "input and output must share scale and zero point.")
     filter_hw = (opt.get("filter_h"), opt.get("filter_w"))
+    rescale = {}
+    if op == "max_pool_2d":
+        node.check(np.float32(in_scale) == np.float32(out_scale) and in_zp == out_zp,
+                   "input and output must share scale and zero point.")
+    else:
+        op = "requantized_average_pool_2d"
+        multiplier, shift = ar.quantize_multiplier(float(in_scale) / float(out_scale))
+        node.check(min(filter_hw) >= 1 and
+                   filter_hw[0] * filter_hw[1] * (1 << in_bits) * (1 << max(shift, 0)) < (1 << 31),
+                   f"input/output scale ratio {float(in_scale) / float(out_scale):.4g} with a "
+                   f"{filter_hw[0]}x{filter_hw[1]} window could overflow the int32 window sum.")
+        rescale = dict(input_zp=in_zp, output_zp=out_zp, output_multiplier=multiplier,
+                       output_shift=shift)
     stride = (opt.get("stride_h"), opt.get("stride_w"))
     node.check(min(filter_hw) >= 1 and min(stride) >= 1, f"filter {filter_hw} and strides {stride} must be >= 1.")
     pad, out_hw = kernels.compute_padding(x.shape[1:3], filter_hw, stride, (1, 1), opt.padding())
@@ -334,7 +348,7 @@ def _prepare_pool(node, backend, op):
                f"output shape {list(out.shape)} != computed {list(expected)}.")
     act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
     common = dict(filter_hw=filter_hw, stride=stride, pad=pad, out_hw=out_hw, act_min=act_min,
-                  act_max=act_max, input_bits=in_bits, output_bits=out_bits)
+                  act_max=act_max, input_bits=in_bits, output_bits=out_bits, **rescale)
 
     def run(args):
         return [write(backend(op, read_x(args[0]), **common))]

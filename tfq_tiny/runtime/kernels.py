@@ -259,17 +259,40 @@ def _pool_windows(x, filter_hw, stride, pad, out_hw, fill):
     return _patches(x.astype(np.int64), filter_hw, stride, (1, 1), pad, out_hw, fill)
 
 
-def average_pool_2d(x, *, filter_hw, stride, pad, out_hw, act_min, act_max):
-    """``reference_integer_ops::AveragePool``: mean of the in-image window, rounded half away."""
+def _window_sums(x, filter_hw, stride, pad, out_hw, op="average_pool_2d"):
+    """(sum over the in-image part of each window, number of in-image elements)."""
     windows = _pool_windows(x, filter_hw, stride, pad, out_hw, 0)
     ones = np.ones(np.asarray(x).shape[:3] + (1,), dtype=np.int64)
     counts = _pool_windows(ones, filter_hw, stride, pad, out_hw, 0).sum(axis=(3, 4))
     if np.any(counts == 0):
-        raise TfqError("average_pool_2d: a pooling window lies entirely outside the input.")
-    acc = windows.sum(axis=(3, 4))
+        raise TfqError(f"{op}: a pooling window lies entirely outside the input.")
+    return windows.sum(axis=(3, 4)), counts
+
+
+def _divide_half_away(acc, counts):
+    """C's ``acc > 0 ? (acc + n/2) / n : (acc - n/2) / n`` (truncating division)."""
     half = counts // 2
-    mean = np.where(acc > 0, (acc + half) // counts, -((-(acc - half)) // counts))
-    return _clamp(mean, act_min, act_max)
+    return np.where(acc > 0, (acc + half) // counts, -((-(acc - half)) // counts))
+
+
+def average_pool_2d(x, *, filter_hw, stride, pad, out_hw, act_min, act_max):
+    """``reference_integer_ops::AveragePool``: mean of the in-image window, rounded half away.
+    Input and output share one grid (TFLite's builtin)."""
+    acc, counts = _window_sums(x, filter_hw, stride, pad, out_hw)
+    return _clamp(_divide_half_away(acc, counts), act_min, act_max)
+
+
+def requantized_average_pool_2d(x, *, filter_hw, stride, pad, out_hw, input_zp, output_zp,
+                                output_multiplier, output_shift, act_min, act_max):
+    """``TFQ_AVERAGE_POOL_2D``: an average pool whose output has its own grid.
+
+    ``acc = sum(x - input_zp)`` over the in-image window (n elements), rescaled by
+    ``MultiplyByQuantizedMultiplier(acc, M, shift)`` with ``M * 2^shift = s_in / s_out``, divided
+    by n rounding half away from zero, plus ``output_zp`` (the order of TFLM's int8 MEAN)."""
+    acc, counts = _window_sums(np.asarray(x, np.int64) - int(input_zp), filter_hw, stride, pad, out_hw,
+                               "requantized_average_pool_2d")
+    scaled = ar.multiply_by_quantized_multiplier(acc, output_multiplier, output_shift)
+    return _clamp(_divide_half_away(scaled, counts) + int(output_zp), act_min, act_max)
 
 
 def max_pool_2d(x, *, filter_hw, stride, pad, out_hw, act_min, act_max):
