@@ -10,7 +10,7 @@ from tfq_tiny.errors import TfqError
 from tfq_tiny.search import (ACTIVATION, WEIGHT, InfeasibleBudgetError, MemoryModel,
                              check_feasible, memory)
 from tfq_tiny.search.knapsack import brute_force, fast_search, solve
-from tfq_tiny.search.proxy import ProxyEvaluator
+from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
 from tfq_tiny.search.rl import RLConfig, RLSearch
 
 W, A = WEIGHT, ACTIVATION
@@ -180,9 +180,21 @@ def test_rl_modes_respect_their_budgets(hand_mm, mode):
         assert result.ram <= ram
 
 
-def test_qat_reward_is_marked_todo():
-    with pytest.raises(NotImplementedError):
-        RLConfig(reward="qat")
+def test_qat_reward_runs_and_is_part_of_the_resume_identity(hand_model, hand_mm, tiny_task,
+                                                             tmp_path):
+    x, y = tiny_task
+    evaluator = QATProxyEvaluator(hand_model, x, x, y, finetune_batch_size=16)
+    flash, ram = memory(hand_model, "w4a4")
+    config = RLConfig(episodes=1, warmup=1, hidden=(8,), batch_size=4, reward="qat", seed=0)
+    path = str(tmp_path / "qat.pkl")
+    result = RLSearch(hand_mm, evaluator.accuracy, flash, ram, config, path).run(progress=False)
+    assert 0.0 <= result.accuracy <= 100.0
+    with pytest.raises(TfqError, match="different search"):
+        RLSearch(hand_mm, evaluator.accuracy, flash, ram,
+                 RLConfig(episodes=1, warmup=1, hidden=(8,), batch_size=4, seed=0), path,
+                 resume=True)
+    with pytest.raises(TfqError, match="reward"):
+        RLConfig(reward="kl")
 
 
 def test_m2_against_tflm_arena_for_int8_export(hand_model, tiny_task):

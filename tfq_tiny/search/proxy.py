@@ -2,7 +2,9 @@
 
 The float model is preprocessed (BN folding, CLE) once; every policy is then quantized with
 ``quantize_model`` (MSE range init, fixed calibration draw), so a score is a deterministic
-function of the policy and can be cached exactly.
+function of the policy and can be cached exactly. ``ProxyEvaluator`` scores the quantized model
+as it is (the PTQ reward); ``QATProxyEvaluator`` first fine-tunes it with one seeded epoch of
+quantization-aware training (the paper's QAT reward), which is deterministic too.
 """
 import numpy as np
 
@@ -67,3 +69,27 @@ class ProxyEvaluator:
             raise ValueError("ProxyEvaluator.accuracy needs proxy labels y.")
         logits = self._logits(self.quantize(policy))
         return 100.0 * float(np.mean(np.argmax(logits, -1) == self.y))
+
+
+class QATProxyEvaluator(ProxyEvaluator):
+    """``ProxyEvaluator`` whose quantized models get ``epochs`` of QAT before being scored.
+
+    The paper's reward: quantize with the policy, fine-tune one epoch (``tfq_tiny.qat``), then
+    the proxy accuracy. ``train_data`` is the labelled fine-tuning set; it defaults to the proxy
+    split itself, which makes the score optimistic (the same samples are fitted and scored);
+    pass a disjoint slice of the training split to keep the two apart, as HAQ does.
+    ``lr``/``batch_size`` as ``tfq_tiny.qat.finetune``; the data order is drawn from ``seed``.
+    """
+
+    def __init__(self, model, calibration_data, x, y, train_data=None, epochs=1, lr=1e-4,
+                 finetune_batch_size=64, **kwargs):
+        super().__init__(model, calibration_data, x, y, **kwargs)
+        self.train_data = (self.x, self.y) if train_data is None else train_data
+        self.epochs = epochs
+        self.lr = lr
+        self.finetune_batch_size = finetune_batch_size
+
+    def quantize(self, policy):
+        from tfq_tiny.qat import finetune
+        return finetune(super().quantize(policy), self.train_data, self.epochs, lr=self.lr,
+                        batch_size=self.finetune_batch_size, progress=False, seed=self.seed)

@@ -6,8 +6,12 @@ kinds of bits it decides) and its previous action, and outputs a continuous acti
 per decided kind, mapped to a width by equal bins over {2, 4, 8}. The finished policy goes
 through the paper's constraint rule (``MemoryModel.enforce``), is quantized and scored on the
 proxy split; that accuracy is the reward of every transition of the episode (HAQ's scheme,
-with a moving-average baseline). Warm-up episodes act uniformly at random; afterwards actions
-are drawn from a truncated normal around the actor's output whose width decays per episode.
+with a moving-average baseline). ``RLConfig.reward`` names what the score is: "ptq" (the
+quantized model as it is, ``proxy.ProxyEvaluator``) or "qat" (after one epoch of
+quantization-aware fine-tuning, the paper's reward, ``proxy.QATProxyEvaluator``); the caller
+passes the matching ``reward_fn`` and the name is part of the state a resume must match.
+Warm-up episodes act uniformly at random; afterwards actions are drawn from a truncated normal
+around the actor's output whose width decays per episode.
 
 Modes: "weights" (weight bits only, activations at 8, FLASH budget only), "concurrent"
 (weight and activation bits of a layer decided in the same step), "independent" (first half of
@@ -34,6 +38,7 @@ from tfq_tiny.errors import TfqError
 from tfq_tiny.search.memory import ACTIVATION, WEIGHT
 
 MODES = ("weights", "concurrent", "independent")
+REWARDS = ("ptq", "qat")
 _TYPES = ("conv", "depthwise", "dense", "input", "other")
 _NUMERIC = ("in_channels", "out_channels", "kernel", "stride", "params", "feature_map")
 STATE_VERSION = 1
@@ -63,12 +68,9 @@ class RLConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise TfqError(f"RL search mode must be one of {MODES}, got {self.mode!r}.")
-        if self.reward == "qat":
-            raise NotImplementedError(
-                "The one-epoch-QAT reward of the paper is not implemented yet (TODO); use "
-                "reward='ptq' (quantize_model + proxy accuracy).")
-        if self.reward != "ptq":
-            raise TfqError(f"reward must be 'ptq' (or the planned 'qat'), got {self.reward!r}.")
+        if self.reward not in REWARDS:
+            raise TfqError(f"reward must be one of {REWARDS} (proxy accuracy after PTQ, or after "
+                           f"one epoch of QAT), got {self.reward!r}.")
         self.hidden = tuple(int(h) for h in self.hidden)
 
     def to_dict(self):

@@ -1,0 +1,178 @@
+"""QAT fine-tuning (resumable, exportable), the QAT reward of the search, k-means weights."""
+import numpy as np
+import pytest
+
+import tfq_tiny
+from tfq_tiny._compat import keras, tf
+from tfq_tiny.errors import TfqError
+from tfq_tiny.qat import FinetuneError, FineTuner, finetune
+from tfq_tiny.quantization import WeightQuantizer
+from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
+from tfq_tiny.quantization.kmeans import (KMeansQuantizer, KMeansWeightQuantizeConfig,
+                                          kmeans_flash, kmeans_quantize_model, kmeans_scope)
+from tfq_tiny.search import memory
+from tfq_tiny.search.proxy import QATProxyEvaluator
+
+
+def _teacher_labels(model, x):
+    return np.argmax(model.predict(x, verbose=0), -1)
+
+
+def _loss(qmodel, x, y):
+    return float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, qmodel(x)))
+
+
+def test_finetune_lowers_training_loss_and_keeps_the_model_exportable(small_cnn, images):
+    from tfq_tiny.export import to_tflite
+
+    y = _teacher_labels(small_cnn, images)
+    qmodel = tfq_tiny.quantize_model(small_cnn, "w2a8", images)
+    before = _loss(qmodel, images, y)
+    tuner = FineTuner(epochs=3, lr=1e-3, batch_size=16, progress=False)
+    assert tuner.run(qmodel, (images, y)) is qmodel
+    assert _loss(qmodel, images, y) < before
+    assert [r["epoch"] for r in tuner.history] == [1, 2, 3]
+    slots = quantizer_slots(qmodel)
+    for slot in slots:
+        assert np.all(slot.variables["scale"].numpy() > 0)
+        zero_point = slot.variables["zero_point"].numpy()
+        np.testing.assert_array_equal(zero_point, np.round(zero_point))
+    tied = [s for s in slots if s.kind == "output" and s.quantizer.tie_to_input]
+    assert tied, "8-bit average pools keep their input's grid"
+    for slot in tied:
+        source = input_activation_slot(slot.layer, slots)
+        for name in ("scale", "zero_point"):
+            np.testing.assert_array_equal(slot.variables[name].numpy(),
+                                          source.variables[name].numpy())
+    assert len(to_tflite(qmodel)) > 0
+
+
+class _StopAt(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(small_conv1d, signals, tmp_path):
+    y = _teacher_labels(small_conv1d, signals)
+    settings = dict(epochs=2, lr=1e-3, batch_size=16, progress=False, seed=5)
+
+    full = tfq_tiny.quantize_model(small_conv1d, "w4a4", signals)
+    finetune(full, (signals, y), checkpoint_dir=str(tmp_path / "full"), **settings)
+
+    cut = tfq_tiny.quantize_model(small_conv1d, "w4a4", signals)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(cut, (signals, y), checkpoint_dir=str(tmp_path / "cut"),
+                 callbacks=[_StopAt(1, 2)], **settings)
+    resumed = tfq_tiny.quantize_model(small_conv1d, "w4a4", signals)
+    tuner = FineTuner(checkpoint_dir=str(tmp_path / "cut"), **settings)
+    tuner.run(resumed, (signals, y))
+    assert [r["epoch"] for r in tuner.history] == [1, 2]
+    for a, b in zip(full.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    with pytest.warns(UserWarning, match="another model, data or settings"):
+        finetune(full, (signals, y), checkpoint_dir=str(tmp_path / "cut"),
+                 **{**settings, "epochs": 1, "lr": 2e-3})
+
+
+def test_bad_inputs_raise_clean_errors(small_conv1d, signals):
+    y = _teacher_labels(small_conv1d, signals)
+    with pytest.raises(FinetuneError, match="no quantizers"):
+        finetune(small_conv1d, (signals, y), 1, progress=False)
+    qmodel = tfq_tiny.quantize_model(small_conv1d, "w8a8", signals)
+    bad = [((signals, y[:10]), "labels have shape"),
+           ((signals, np.zeros((len(y), 2))), "labels have shape"),
+           ((signals, y + 3), r"integer classes in \[0, 3\)"),
+           ((signals[:, :5], y), "the model expects"),
+           ((signals,), "pair"),
+           (None, "required")]
+    for data, message in bad:
+        with pytest.raises(FinetuneError, match=message):
+            finetune(qmodel, data, 1, progress=False)
+    for kwargs in ({"epochs": 0}, {"epochs": 1, "lr": -1.0}, {"epochs": 1, "batch_size": 0}):
+        with pytest.raises(FinetuneError):
+            finetune(qmodel, (signals, y), progress=False, **kwargs)
+    assert issubclass(FinetuneError, TfqError)
+    one_hot = np.eye(3)[y]
+    finetune(qmodel, (signals[:16], one_hot[:16]), 1, progress=False)
+
+
+def test_qat_reward_is_an_accuracy_and_deterministic(small_conv1d, signals):
+    y = _teacher_labels(small_conv1d, signals)
+    evaluator = QATProxyEvaluator(small_conv1d, signals[:32], signals[32:], y[32:],
+                                  train_data=(signals[:32], y[:32]), finetune_batch_size=16)
+    policy = tfq_tiny.BitPolicy.uniform(2, 4)
+    score = evaluator.accuracy(policy)
+    assert 0.0 <= score <= 100.0
+    assert evaluator.accuracy(policy) == score
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_kmeans_beats_uniform_weight_mse_on_a_gaussian_tensor(bits):
+    from tfq_tiny.quantization.range_init import weight_qparams
+
+    w = tf.constant(np.random.default_rng(7).normal(size=(3, 3, 16, 32)), tf.float32)
+    holder = keras.layers.Dense(1)
+    kmeans = KMeansQuantizer(bits)
+    k_vars = kmeans.build(w.shape, "k", holder)
+    kmeans.fit(w.numpy(), k_vars)
+    k_out = kmeans(w, False, k_vars).numpy()
+    assert len(np.unique(k_out)) <= 2 ** bits
+    # One codebook per tensor against one uniform grid per tensor (the same granularity; a
+    # grid per output channel fits each channel's 144 samples and is no longer like for like).
+    uniform = WeightQuantizer(bits, channel_axes=())
+    u_vars = uniform.build(w.shape, "u", holder)
+    scale, _ = weight_qparams(w.numpy(), bits, "mse", uniform.channel_axes)
+    u_vars["scale"].assign(scale.astype(np.float32))
+    u_out = uniform(w, False, u_vars).numpy()
+    assert np.mean((k_out - w) ** 2) < np.mean((u_out - w) ** 2)
+
+
+def test_kmeans_model_has_few_values_round_trips_and_refuses_export(small_cnn, images, tmp_path):
+    from tfq_tiny.export import ExportError, to_tflite
+
+    qmodel = kmeans_quantize_model(small_cnn, "w2a8", images)
+    uniform = tfq_tiny.quantize_model(small_cnn, "w2a8", images)
+    weight_slots = [s for s in quantizer_slots(qmodel) if s.kind == "weight"]
+    assert len(weight_slots) == 4
+    for slot in weight_slots:
+        assert isinstance(slot.quantizer, KMeansQuantizer)
+        values = slot.quantizer(slot.weight, False, slot.variables).numpy()
+        assert len(np.unique(values)) <= 4
+    activations = {(s.kind, s.layer_name): s.variables["scale"].numpy()
+                   for s in quantizer_slots(uniform) if s.kind != "weight"}
+    for slot in quantizer_slots(qmodel):
+        if slot.kind != "weight":
+            np.testing.assert_array_equal(slot.variables["scale"].numpy(),
+                                          activations[(slot.kind, slot.layer_name)])
+    quantizer = weight_slots[0].quantizer
+    assert KMeansQuantizer.from_config(quantizer.get_config()) == quantizer
+    config = weight_slots[0].layer.quantize_config
+    assert KMeansWeightQuantizeConfig.from_config(config.get_config()) == config
+    path = str(tmp_path / "kmeans.h5")
+    qmodel.save(path)
+    with kmeans_scope():
+        loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded(images[:4]).numpy(), qmodel(images[:4]).numpy())
+    with pytest.raises(ExportError, match="simulation only"):
+        to_tflite(qmodel)
+    with pytest.raises(FinetuneError, match="k-means"):
+        finetune(qmodel, (images, np.zeros(len(images), int)), 1, progress=False)
+
+
+def test_kmeans_flash_counts_indices_codebook_and_bias(small_conv1d):
+    # c1: 120 weights, 6 biases; c2: 108 and 6; fc: 234 and 3 (flatten of 13 x 6).
+    # W2: packed indices 30 + 27 + 59, codebooks 3 x 4 x 4 B, biases 15 x 4 B.
+    assert kmeans_flash(small_conv1d, "w2a8") == 116 + 48 + 60
+    # The uniform grid stores a float32 scale per output channel (15) instead of a codebook.
+    assert memory(small_conv1d, "w2a8")[0] == 116 + 15 * 4 + 60
+    assert kmeans_flash(small_conv1d, "w4a8", centroid_bytes=2) == 231 + 3 * 16 * 2 + 60
