@@ -2,13 +2,18 @@
 
 Every cell is one PTQ run (``PTQPipeline`` with the study's best pipeline unless flags say
 otherwise) recorded as a JSON line in ``<output>/runs.jsonl`` (config, seed, accuracy, wall
-time, machine). Finished cells are skipped when re-run, so an interrupted sweep resumes;
-``--workers`` runs cells in parallel processes. The Markdown table (the paper's Table 2
-layout, mean +- std over seeds) is rewritten atomically after every cell.
+time, model statistics of float and quantized model, machine). Finished cells are skipped when
+re-run, so an interrupted sweep resumes; ``--workers`` runs cells in parallel processes. The
+Markdown table (the paper's Table 2 layout, mean +- std over seeds) is rewritten atomically
+after every cell.
 
     python examples/benchmark.py --models=cnn1d,res8 --bits=w4a4 \
         --optimize=none,qparam,weights,bits,round --seeds=0 --output=results/ptq_w4a4
+
+The pieces (``make_cell``, ``run_cell``, ``run_sweep``, ``load_runs``, ``markdown_table``) are
+importable; ``examples/ablations.py`` runs its ablation grids through them.
 """
+import functools
 import json
 import os
 import platform
@@ -21,39 +26,83 @@ from absl import app, flags
 from tfq_tiny.io import atomic_write
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["cnn1d"], "Benchmark models (shipped checkpoints).")
-flags.DEFINE_list("bits", ["w8a8", "w4a8", "w4a4", "w3a3", "w2a2"], "Bit policies (shorthands).")
-flags.DEFINE_list("optimize", ["round"], "Step 3 optimisers: none, qparam, weights, bits, round.")
-flags.DEFINE_list("granularity", ["layer"], "layer and/or block.")
-flags.DEFINE_list("seeds", ["0"], "Seeds (calibration draw and optimisation).")
-flags.DEFINE_enum("preset", "paper", ["paper", "fast"], "Iteration preset.")
-flags.DEFINE_integer("iterations", None, "Override iterations per unit.")
-flags.DEFINE_bool("bias_tuning", True, "Step 4 bias tuning.")
-flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1.")
-flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 (weights and activations).")
-flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
-flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
-flags.DEFINE_string("data_dir", None, "Data directory.")
-flags.DEFINE_integer("workers", 1, "Parallel worker processes.")
-flags.DEFINE_string("output", "results/benchmark", "Output directory.")
+
+KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bias_tuning",
+              "preprocess", "init")
+# Settings that enter a cell's key only when they differ from these defaults, so the keys of
+# runs recorded before they were part of the key stay valid.
+KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None}
+RECIPE_FIELDS = ("preset", "preprocess", "init", "bias_tuning")
 
 
-def _cell_key(cell):
-    return "|".join(str(cell[k]) for k in ("model", "bits", "optimize", "granularity", "seed",
-                                           "preset", "bias_tuning", "preprocess", "init"))
+def define_flags():
+    """The sweep's command-line flags (defined only when this file runs as a script)."""
+    flags.DEFINE_list("models", ["cnn1d"], "Benchmark models (shipped checkpoints).")
+    flags.DEFINE_list("bits", ["w8a8", "w4a8", "w4a4", "w3a3", "w2a2"],
+                      "Bit policies (shorthands).")
+    flags.DEFINE_list("optimize", ["round"],
+                      "Step 3 optimisers: none, qparam, weights, bits, round.")
+    flags.DEFINE_list("granularity", ["layer"], "layer and/or block.")
+    flags.DEFINE_list("seeds", ["0"], "Seeds (calibration draw and optimisation).")
+    flags.DEFINE_enum("preset", "paper", ["paper", "fast"], "Iteration preset.")
+    flags.DEFINE_integer("iterations", None, "Override iterations per unit.")
+    flags.DEFINE_bool("bias_tuning", True, "Step 4 bias tuning.")
+    flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1.")
+    flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 (weights and activations).")
+    flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
+    flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
+    flags.DEFINE_string("data_dir", None, "Data directory.")
+    flags.DEFINE_integer("workers", 1, "Parallel worker processes.")
+    flags.DEFINE_string("output", "results/benchmark", "Output directory.")
+
+
+def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
+              bias_tuning=True, preprocess="cle", init="mse", iterations=None,
+              calibration_samples=1024, test_samples=0, data_dir=None):
+    """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict."""
+    return dict(model=model, bits=bits, optimize=optimize, granularity=granularity,
+                seed=int(seed), preset=preset, bias_tuning=bool(bias_tuning),
+                preprocess=preprocess, init=init, iterations=iterations,
+                calibration_samples=calibration_samples, test_samples=test_samples,
+                data_dir=data_dir)
+
+
+def cell_key(cell):
+    """The identity of a cell in ``runs.jsonl`` (what a re-run matches to skip it)."""
+    key = "|".join(str(cell[k]) for k in KEY_FIELDS)
+    extras = [f"{k}={cell.get(k, d)}" for k, d in KEY_EXTRAS.items() if cell.get(k, d) != d]
+    return "|".join([key] + extras)
+
+
+_cell_key = cell_key  # the name earlier revisions used
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name, data_dir, seed):
+    from tfq_tiny import data
+
+    return data.load(name, data_dir=data_dir, seed=seed)
+
+
+def _statistics(model, policy=None):
+    from tfq_tiny.analysis import model_statistics
+
+    s = model_statistics(model, policy)
+    return {"macs": s.macs, "bops": s.bops, "weight_bytes": s.weight_bytes,
+            "peak_activation_bytes": s.peak_activation_bytes}
 
 
 def run_cell(cell):
-    """One PTQ run in a fresh process: returns the JSON record."""
+    """One PTQ run (in this process): returns the JSON record."""
     import tfq_tiny  # noqa: F401
-    from tfq_tiny import data, models
+    from tfq_tiny import models
     from tfq_tiny._compat import keras
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.ptq import PTQConfig, PTQPipeline
+    from tfq_tiny.quantization.policy import BitPolicy
 
     model = keras.models.load_model(models.checkpoint_path(cell["model"]), compile=False)
-    dataset = data.load(models.DATASET_OF[cell["model"]], data_dir=cell["data_dir"],
-                        seed=cell["seed"])
+    dataset = _dataset(models.DATASET_OF[cell["model"]], cell["data_dir"], cell["seed"])
     x_test, y_test = dataset.x_test, dataset.y_test
     if cell["test_samples"]:
         x_test, y_test = x_test[:cell["test_samples"]], y_test[:cell["test_samples"]]
@@ -70,15 +119,18 @@ def run_cell(cell):
     qmodel = pipeline.run(model, calib, cell["bits"])
     seconds = time.time() - start
     quant_acc = accuracy(qmodel, x_test, y_test)
-    return {**{k: v for k, v in cell.items() if k != "data_dir"}, "key": _cell_key(cell),
+    stats = {"float": _statistics(model),
+             "quantized": _statistics(model, BitPolicy.parse(cell["bits"]))}
+    return {**{k: v for k, v in cell.items() if k != "data_dir"}, "key": cell_key(cell),
             "dataset": dataset.name, "config": config.get_config(),
             "float_accuracy": float_acc, "accuracy": quant_acc, "drop": float_acc - quant_acc,
             "ptq_seconds": seconds, "test_samples_used": len(y_test),
-            "units": pipeline.history,
+            "units": pipeline.history, "stats": stats,
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
 
 
 def load_runs(path):
+    """``{key: record}`` of the finished cells in a runs.jsonl (torn last lines ignored)."""
     runs = {}
     if os.path.exists(path):
         with open(path) as f:
@@ -92,20 +144,29 @@ def load_runs(path):
 
 
 def markdown_table(runs, command):
-    """Table-2 layout: one row per (model, optimiser, granularity), one column per bit policy."""
+    """Table-2 layout: one row per (model, optimiser, granularity), one column per bit policy.
+
+    Recipe settings (preset, preprocess, init, bias tuning) that differ between the runs get
+    their own columns and split the rows, so runs of different recipes are never averaged.
+    """
     import numpy as np
 
+    varying = [f for f in RECIPE_FIELDS if len({str(r.get(f)) for r in runs}) > 1]
     cells = {}
     for r in runs:
-        cells.setdefault((r["model"], r["optimize"], r["granularity"]), {}).setdefault(
-            r["bits"], []).append(r)
-    bits = sorted({r["bits"] for r in runs}, key=lambda b: (-int(b[1:b.index("a")]), b))
+        row_key = (r["model"], r["optimize"], r["granularity"]) + tuple(
+            str(r.get(f)) for f in varying)
+        cells.setdefault(row_key, {}).setdefault(r["bits"], []).append(r)
+    bits = sorted({r["bits"] for r in runs}, key=_bits_order)
     lines = [f"Command: `{command}`", "",
-             "| model | float | optimize | granularity | " + " | ".join(b.upper() for b in bits)
-             + " |", "|---" * (4 + len(bits)) + "|"]
-    for (model, optimize, gran), by_bits in sorted(cells.items()):
+             "| model | float | optimize | granularity | "
+             + "".join(f"{f} | " for f in varying)
+             + " | ".join(b.upper() for b in bits) + " |",
+             "|---" * (4 + len(varying) + len(bits)) + "|"]
+    for row_key, by_bits in sorted(cells.items()):
+        model, optimize, gran = row_key[:3]
         first = next(iter(by_bits.values()))[0]
-        row = [model, f"{first['float_accuracy']:.2f}", optimize, gran]
+        row = [model, f"{first['float_accuracy']:.2f}", optimize, gran, *row_key[3:]]
         for b in bits:
             accs = [r["accuracy"] for r in by_bits.get(b, [])]
             secs = [r["ptq_seconds"] for r in by_bits.get(b, [])]
@@ -121,41 +182,78 @@ def markdown_table(runs, command):
     return "\n".join(lines) + "\n"
 
 
-def main(argv):
-    del argv
-    os.makedirs(FLAGS.output, exist_ok=True)
-    runs_path = os.path.join(FLAGS.output, "runs.jsonl")
-    done = load_runs(runs_path)
-    cells = [dict(model=m, bits=b, optimize=o, granularity=g, seed=int(s), preset=FLAGS.preset,
-                  bias_tuning=FLAGS.bias_tuning, preprocess=FLAGS.preprocess, init=FLAGS.init,
-                  iterations=FLAGS.iterations, calibration_samples=FLAGS.calibration_samples,
-                  test_samples=FLAGS.test_samples, data_dir=FLAGS.data_dir)
-             for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
-             for g in FLAGS.granularity for s in FLAGS.seeds
-             if not (o == "bits" and g == "block")]
-    todo = [c for c in cells if _cell_key(c) not in done]
-    command = "python " + " ".join(sys.argv)
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
+def _bits_order(bits):
+    """w8a8 before w4a8 before w4a4 ...; float activations ('a32'/'af') first per weight width."""
+    w, a = bits.lower()[1:].split("a")
+    return (-int(w), -(32 if a in ("32", "f") else int(a)), bits)
 
-    def record(result):
+
+def pending(cells, done):
+    """The cells of ``cells`` whose key is not in ``done`` (duplicates dropped, order kept)."""
+    seen, todo = set(done), []
+    for cell in cells:
+        key = cell_key(cell)
+        if key not in seen:
+            seen.add(key)
+            todo.append(cell)
+    return todo
+
+
+def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None, table=True):
+    """Run the unfinished ``cells``, appending each record to ``<output>/runs.jsonl``.
+
+    After every cell ``table.md`` (all runs in the file) is rewritten atomically and
+    ``on_record(record, done)`` is called. Returns ``{key: record}`` of every finished run.
+    """
+    os.makedirs(output, exist_ok=True)
+    runs_path = os.path.join(output, "runs.jsonl")
+    done = load_runs(runs_path)
+    todo = pending(cells, done)
+    total = len({cell_key(c) for c in cells})
+    print(f"{total} cells, {total - len(todo)} already done, {len(todo)} to run", flush=True)
+    start = time.time()
+
+    def record(result, index):
+        result = {**result, "command": command}
         done[result["key"]] = result
         with open(runs_path, "a") as f:
             f.write(json.dumps(result) + "\n")
-        atomic_write(os.path.join(FLAGS.output, "table.md"),
-                      markdown_table(list(done.values()), command))
-        print(f"[{len(done)}/{len(cells)}] {result['model']} {result['bits']} "
-              f"{result['optimize']}/{result['granularity']} seed {result['seed']}: "
+        if table:
+            atomic_write(os.path.join(output, "table.md"),
+                         markdown_table(list(done.values()), command))
+        elapsed = time.time() - start
+        eta = elapsed / index * (len(todo) - index)
+        recipe = f"{result['preprocess']}+{result['init']}" + (
+            "+bias tuning" if result["bias_tuning"] else "")
+        print(f"[{index}/{len(todo)}] {result['model']} {result['bits']} "
+              f"{result['optimize']}/{result['granularity']} {recipe} seed {result['seed']}: "
               f"{result['accuracy']:.2f}% (float {result['float_accuracy']:.2f}) "
-              f"in {result['ptq_seconds']:.0f}s", flush=True)
+              f"in {result['ptq_seconds']:.0f}s; elapsed {elapsed / 60:.1f} min, "
+              f"~{eta / 60:.1f} min left", flush=True)
+        if on_record is not None:
+            on_record(result, done)
 
-    if FLAGS.workers > 1:
-        with ProcessPoolExecutor(FLAGS.workers) as pool:
-            for result in pool.map(run_cell, todo):
-                record(result)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for index, result in enumerate(pool.map(runner, todo), 1):
+                record(result, index)
     else:
-        for cell in todo:
-            record(run_cell(cell))
+        for index, cell in enumerate(todo, 1):
+            record(runner(cell), index)
+    return done
+
+
+def main(argv):
+    del argv
+    cells = [make_cell(m, b, o, g, int(s), FLAGS.preset, FLAGS.bias_tuning, FLAGS.preprocess,
+                       FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
+                       FLAGS.test_samples, FLAGS.data_dir)
+             for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
+             for g in FLAGS.granularity for s in FLAGS.seeds
+             if not (o == "bits" and g == "block")]
+    run_sweep(cells, FLAGS.output, "python " + " ".join(sys.argv), workers=FLAGS.workers)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,0 +1,101 @@
+"""Ablation figures from a synthetic runs.jsonl, and the sweep's resume logic (no TF runs)."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
+
+import ablations  # noqa: E402
+import benchmark  # noqa: E402
+import figures  # noqa: E402
+
+BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w3a3": (3, 3), "w2a2": (2, 2),
+        "w4a32": (4, 32), "w3a32": (3, 32), "w2a32": (2, 32)}
+
+
+def fake_runner(cell):
+    """A record shaped like benchmark.run_cell's, with made-up accuracy and statistics."""
+    w, a = BITS[cell["bits"]]
+    accuracy = 90.0 - 40.0 / (w * a) - cell["seed"] + (1.0 if cell["bias_tuning"] else 0.0)
+    macs = 1000
+    return {**{k: v for k, v in cell.items() if k != "data_dir"}, "key": benchmark.cell_key(cell),
+            "float_accuracy": 92.0, "accuracy": accuracy, "drop": 92.0 - accuracy,
+            "ptq_seconds": 1.0, "test_samples_used": 100, "units": [],
+            "stats": {"float": {"macs": macs, "bops": macs * 32 * 32, "weight_bytes": 4000,
+                                "peak_activation_bytes": 3200},
+                      "quantized": {"macs": macs, "bops": macs * w * a,
+                                    "weight_bytes": 4000 * w // 32,
+                                    "peak_activation_bytes": 3200 * a // 32}}}
+
+
+def test_figures_written_from_synthetic_runs(tmp_path):
+    cells, counts = ablations.ablation_cells(list(figures.ABLATIONS), ["cnn1d", "ds_cnn"],
+                                             [0, 1], blocks={"cnn1d": False}, preset="fast")
+    assert counts["fig6_granularity"] == 2 * 3 * 2   # ds_cnn only: 2 seeds x 3 bits x 2
+    runs = tmp_path / "runs.jsonl"
+    with open(runs, "w") as f:
+        for cell in benchmark.pending(cells, {}):
+            f.write(json.dumps(fake_runner(cell)) + "\n")
+        f.write('{"torn line')                        # an interrupted append is ignored
+    records = figures.load_records(runs)
+    paths = figures.write_figures(records, tmp_path / "figs", summary_path=tmp_path / "s.md",
+                                  preset="fast")
+    names = sorted(pathlib.Path(p).name for p in paths)
+    assert names == sorted(f"{n}.png" for n in figures.ABLATIONS)
+    for p in paths:
+        data = pathlib.Path(p).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    summary = (tmp_path / "s.md").read_text()
+    assert "fig8_drop_vs_savings" in summary and "+-" in summary     # two seeds -> std
+    # W4A4: BOPs 32*32 / (4*4) = 64x, peak activation memory 32 / 4 = 8x
+    points = {(m, b): p for m, b, *p in figures.savings_points(records)}
+    assert points[("cnn1d", "w4a4")][:2] == [64.0, 8.0]
+
+
+def test_no_runs_no_figures(tmp_path):
+    assert figures.write_figures([], tmp_path) == []
+    assert not list(tmp_path.iterdir())
+    # one variant alone is no comparison: layer-wise runs without block-wise draw no figure 6
+    cells, _ = ablations.ablation_cells(["fig7_bias_tuning"], ["cnn1d"], [0])
+    records = [fake_runner(c) for c in cells]
+    assert figures.write_figures(records, tmp_path, ["fig6_granularity", "fig7_bias_tuning"]) \
+        == [str(tmp_path / "fig7_bias_tuning.png")]
+
+
+def test_resume_skips_finished_cells(tmp_path):
+    cells, _ = ablations.ablation_cells(["fig7_bias_tuning", "fig8_drop_vs_savings"], ["cnn1d"],
+                                        [0], preset="fast")
+    unique = benchmark.pending(cells, {})
+    assert len(unique) == 3 * 4 + 5 - 3      # AdaRound + bias tuning at W4A4..W2A2 is shared
+    calls = []
+
+    def runner(cell):
+        calls.append(benchmark.cell_key(cell))
+        return fake_runner(cell)
+
+    first = unique[:5]
+    benchmark.run_sweep(first, str(tmp_path), "test", runner=runner)
+    assert len(calls) == 5
+    calls.clear()
+    done = benchmark.run_sweep(cells, str(tmp_path), "test", runner=runner)
+    assert sorted(calls) == sorted(benchmark.cell_key(c) for c in unique[5:])
+    assert len(done) == len(unique)
+    calls.clear()
+    benchmark.run_sweep(cells, str(tmp_path), "test", runner=runner)
+    assert calls == []
+    assert (tmp_path / "table.md").read_text().count("| cnn1d |") == 4   # 4 recipes, not averaged
+
+
+def test_cell_key_keeps_old_keys_and_separates_sample_counts():
+    cell = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0)
+    assert benchmark.cell_key(cell) == "cnn1d|w4a4|none|layer|0|paper|True|cle|mse"
+    subset = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, test_samples=500)
+    assert benchmark.cell_key(subset) == benchmark.cell_key(cell) + "|test_samples=500"
+
+
+@pytest.mark.parametrize("short, full", [("fig4", "fig4_init_cle"),
+                                         ("fig8", "fig8_drop_vs_savings")])
+def test_resolve(short, full):
+    assert figures.resolve([short]) == [full]
