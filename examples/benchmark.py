@@ -92,6 +92,33 @@ def _statistics(model, policy=None):
             "peak_activation_bytes": s.peak_activation_bytes}
 
 
+@functools.lru_cache(maxsize=1)
+def code_version():
+    """The library code a run used: git HEAD, and whether/how ``tfq_tiny/`` differed from it.
+
+    Other work may edit the tree while a sweep runs; ``diff`` (a hash of ``git diff HEAD`` over
+    ``tfq_tiny/`` and its untracked files) tells records made with different edits apart.
+    None outside a git checkout.
+    """
+    import hashlib
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=True).stdout
+
+    try:
+        head = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--", "tfq_tiny")
+        diff = git("diff", "HEAD", "--", "tfq_tiny") + status
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {"commit": head, "tfq_tiny_modified": bool(status.strip()),
+            "diff": hashlib.sha256(diff.encode()).hexdigest()[:12] if status.strip() else None}
+
+
 def run_cell(cell):
     """One PTQ run (in this process): returns the JSON record."""
     import tfq_tiny  # noqa: F401
@@ -125,7 +152,7 @@ def run_cell(cell):
             "dataset": dataset.name, "config": config.get_config(),
             "float_accuracy": float_acc, "accuracy": quant_acc, "drop": float_acc - quant_acc,
             "ptq_seconds": seconds, "test_samples_used": len(y_test),
-            "units": pipeline.history, "stats": stats,
+            "units": pipeline.history, "stats": stats, "code": code_version(),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
 
 
