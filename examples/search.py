@@ -3,16 +3,23 @@ sensitivity + integer-linear-program search.
 
 Writes to --output: policy.json (BitPolicy JSON the converter consumes), search.png (bits per
 layer over episodes for the current and best policy, and their memory against the budgets,
-as the paper's Figure 3), summary.json (budgets, policies, M1/M2, accuracies, wall time,
-command, machine) and, for RL, state.pkl (the resumable search state).
+as the paper's Figure 3), summary.json and summary.md (budgets, policies, M1/M2, accuracies,
+wall time, command, machine) and, for RL, state.pkl (the resumable search state).
 
 Budgets default to the model's uniform W4A4 FLASH and RAM. The proxy split (reward and
 sensitivity) is drawn from the training split, disjoint from the calibration samples; reported
 accuracies are on the test split.
 
+--reward=qat scores every policy after one epoch of quantization-aware fine-tuning (the paper's
+reward) on --qat_samples further training samples, disjoint from the calibration and proxy
+draws. --finetune_epochs=N fine-tunes the chosen policy with QAT on the whole training split
+afterwards (resumable from <output>/finetune; the model is saved there as model.h5) and reports
+test accuracy before and after.
+
     python examples/search.py --model=cnn1d --method=fast --output=/tmp/search_fast
     python examples/search.py --model=cnn1d --method=rl --episodes=60 --output=/tmp/search_rl
     python examples/search.py ... --resume      # continue an interrupted RL search exactly
+    python examples/search.py --method=rl --reward=qat --finetune_epochs=2 --output=/tmp/qat
 """
 import json
 import os
@@ -41,6 +48,14 @@ flags.DEFINE_string("output", "/tmp/tfq_search", "Output directory.")
 flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
 flags.DEFINE_boolean("resume", False, "Resume the RL search from <output>/state.pkl.")
 flags.DEFINE_boolean("progress", True, "Show tqdm progress bars.")
+flags.DEFINE_enum("reward", "ptq", ["ptq", "qat"],
+                  "Score of a policy: proxy accuracy after PTQ, or after one epoch of QAT.")
+flags.DEFINE_integer("qat_samples", 2000, "Labelled training samples the QAT reward fine-tunes on "
+                     "(disjoint from the calibration and proxy draws).")
+flags.DEFINE_integer("finetune_epochs", 0, "After the search, QAT epochs of the chosen policy on "
+                     "the training split (0 = none).")
+flags.DEFINE_float("finetune_lr", 1e-4, "Adam learning rate of the QAT fine-tuning (HAQ: 1e-4).")
+flags.DEFINE_integer("finetune_batch_size", 64, "Batch size of the QAT fine-tuning.")
 
 
 def _machine():
@@ -70,7 +85,7 @@ def _uniform_candidates(mm, flash, ram, choices):
     return rows
 
 
-def plot_rl(history, variables, flash, ram, path, title):
+def plot_rl(history, variables, flash, ram, path, title, reward="ptq"):
     """Figure-3-like: bits per tensor over episodes (current, best) and M1/M2 vs budgets."""
     import matplotlib
     matplotlib.use("Agg")
@@ -118,7 +133,7 @@ def plot_rl(history, variables, flash, ram, path, title):
         ax.axvspan(warm[0] - 0.5, warm[-1] + 0.5, color="0.9", label="random warm-up")
     ax.set_xlabel("episode")
     ax.set_ylabel("proxy accuracy (%)")
-    ax.set_title("reward: proxy accuracy after PTQ")
+    ax.set_title(f"reward: proxy accuracy after {'one epoch of QAT' if reward == 'qat' else 'PTQ'}")
     ax.legend(loc="lower right", fontsize=8)
     ax = axes[2, 1]
     ax.plot(episodes, [h["sigma"] for h in history], color="C2")
@@ -188,6 +203,56 @@ def _stop_on_signals():
     signal.signal(signal.SIGINT, stop)
 
 
+def _finetune(model, policy, calib, dataset, x_test, y_test, before):
+    """QAT of the chosen policy on the training split, resumable from <output>/finetune."""
+    import tfq_tiny
+    from tfq_tiny.evaluate import accuracy
+    from tfq_tiny.qat import FineTuner
+
+    directory = os.path.join(FLAGS.output, "finetune")
+    qmodel = tfq_tiny.quantize_model(model, policy, calib, seed=FLAGS.seed)
+    tuner = FineTuner(FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
+                      checkpoint_dir=directory, log_dir=os.path.join(directory, "logs"),
+                      progress=FLAGS.progress, seed=FLAGS.seed)
+    start = time.perf_counter()
+    tuner.run(qmodel, (dataset.x_train, dataset.y_train))
+    seconds = time.perf_counter() - start
+    after = accuracy(qmodel, x_test, y_test)
+    tfq_tiny.save_model(qmodel, os.path.join(directory, "model.h5"))
+    print(f"QAT fine-tuning, {FLAGS.finetune_epochs} epoch(s): test accuracy {before:.2f}% -> "
+          f"{after:.2f}%")
+    return {"epochs": FLAGS.finetune_epochs, "lr": FLAGS.finetune_lr,
+            "batch_size": FLAGS.finetune_batch_size, "train_samples": dataset.size("train"),
+            "test_accuracy_before": before, "test_accuracy_after": after,
+            "history": tuner.history, "seconds_this_run": seconds,
+            "model": os.path.join(directory, "model.h5")}
+
+
+def _markdown(summary):
+    """The headline numbers of summary.json as a short Markdown report."""
+    lines = [f"# {summary['model']}: {summary['method']} search ({summary['mode']}, reward "
+             f"{summary['reward']}, seed {summary['seed']})", "",
+             f"`{summary['command']}`", "",
+             f"Budgets: FLASH {summary['budgets']['flash']:,} B, RAM {summary['budgets']['ram']:,} "
+             f"B. Samples: {summary['calibration_samples']} calibration, "
+             f"{summary['proxy_samples']} proxy, {summary['qat_samples']} QAT-reward, "
+             f"{summary['test_samples']} test.", "",
+             "| | M1 FLASH B | M2 RAM B | test accuracy % |", "|---|---|---|---|",
+             f"| float | | | {summary['float_test_accuracy']:.2f} |",
+             f"| searched policy, PTQ | {summary['flash']:,} | {summary['ram']:,} | "
+             f"{summary['test_accuracy']:.2f} |"]
+    if "finetune" in summary:
+        ft = summary["finetune"]
+        lines.append(f"| searched policy, + {ft['epochs']} epoch(s) QAT | {summary['flash']:,} | "
+                     f"{summary['ram']:,} | {ft['test_accuracy_after']:.2f} |")
+    best = summary["best_fitting_uniform"]
+    if best:
+        lines.append(f"| best fitting uniform {best['policy']}, PTQ | {best['flash']:,} | "
+                     f"{best['ram']:,} | {best['test_accuracy']:.2f} |")
+    lines += ["", "Bits: " + ", ".join(f"{k} {v}" for k, v in summary["bits"].items()), ""]
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     _stop_on_signals()
@@ -197,9 +262,10 @@ def main(argv):
     from tfq_tiny import BitPolicy, data, models
     from tfq_tiny._compat import keras
     from tfq_tiny.evaluate import accuracy
+    from tfq_tiny.io import atomic_write
     from tfq_tiny.search import MemoryModel, memory
     from tfq_tiny.search.knapsack import fast_search
-    from tfq_tiny.search.proxy import ProxyEvaluator
+    from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
     from tfq_tiny.search.rl import RLConfig, RLSearch
 
     os.makedirs(FLAGS.output, exist_ok=True)
@@ -214,6 +280,7 @@ def main(argv):
     calib = dataset.features("train", np.sort(order[:n_cal]))
     proxy_idx = np.sort(order[n_cal:n_cal + n_proxy])
     x_proxy, y_proxy = dataset.features("train", proxy_idx), dataset.labels("train", proxy_idx)
+    qat_idx = np.sort(order[n_cal + n_proxy:n_cal + n_proxy + FLAGS.qat_samples])
     x_test, y_test = dataset.x_test, dataset.y_test
     if FLAGS.test_samples:
         x_test, y_test = x_test[:FLAGS.test_samples], y_test[:FLAGS.test_samples]
@@ -226,7 +293,16 @@ def main(argv):
     print(f"{FLAGS.model}: {len(mm.variables)} variables, budgets FLASH {flash:,} B / RAM "
           f"{ram:,} B (uniform W4A4: {flash_w4a4:,} / {ram_w4a4:,}); minimum reachable "
           f"{mm.minimum()}")
-    evaluator = ProxyEvaluator(model, calib, x_proxy, y_proxy, seed=FLAGS.seed)
+    if FLAGS.reward == "qat":
+        if len(qat_idx) == 0:
+            raise app.UsageError("--reward=qat needs --qat_samples > 0 training samples left after "
+                                 "the calibration and proxy draws.")
+        evaluator = QATProxyEvaluator(
+            model, calib, x_proxy, y_proxy, seed=FLAGS.seed, lr=FLAGS.finetune_lr,
+            finetune_batch_size=FLAGS.finetune_batch_size,
+            train_data=(dataset.features("train", qat_idx), dataset.labels("train", qat_idx)))
+    else:
+        evaluator = ProxyEvaluator(model, calib, x_proxy, y_proxy, seed=FLAGS.seed)
 
     start = time.perf_counter()
     extra = {}
@@ -242,6 +318,7 @@ def main(argv):
                   f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}")
     else:
         config = RLConfig(episodes=FLAGS.episodes, mode=FLAGS.mode, seed=FLAGS.seed,
+                          reward=FLAGS.reward,
                           warmup=FLAGS.warmup if FLAGS.warmup is not None
                           else max(1, FLAGS.episodes // 5))
         search = RLSearch(mm, evaluator.accuracy, flash, ram, config,
@@ -256,7 +333,7 @@ def main(argv):
             plot_rl(result.history, [str(v) for v in mm.variables], flash, ram,
                     os.path.join(FLAGS.output, "search.png"),
                     f"{FLAGS.model}: HAQ-for-MCU DDPG search, mode {FLAGS.mode}, seed "
-                    f"{FLAGS.seed}")
+                    f"{FLAGS.seed}", FLAGS.reward)
         if result.interrupted:
             print(f"interrupted after {result.episodes} episodes; resume with --resume")
         if policy is None:
@@ -282,10 +359,13 @@ def main(argv):
     print(f"test accuracy: float {float_acc:.2f}%, searched {test_acc:.2f}%, uniform W4A4 "
           f"{w4a4_acc:.2f}%" + (f", best fitting uniform {best_uniform['policy']} "
                                 f"{best_uniform['test_accuracy']:.2f}%" if best_uniform else ""))
+    if FLAGS.finetune_epochs > 0:
+        extra["finetune"] = _finetune(model, policy, calib, dataset, x_test, y_test, test_acc)
     summary = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "model": FLAGS.model, "dataset": dataset.name, "method": FLAGS.method,
         "mode": FLAGS.mode, "seed": FLAGS.seed, "keep_residual_8bit": FLAGS.keep_residual_8bit,
+        "reward": FLAGS.reward, "qat_samples": len(qat_idx) if FLAGS.reward == "qat" else 0,
         "calibration_samples": n_cal, "proxy_samples": n_proxy, "test_samples": len(x_test),
         "budgets": {"flash": flash, "ram": ram, "uniform_w4a4": [flash_w4a4, ram_w4a4]},
         "minimum_reachable": list(mm.minimum()),
@@ -296,7 +376,8 @@ def main(argv):
         "uniform": uniform, "best_fitting_uniform": best_uniform,
         "search_seconds": seconds, "machine": _machine(), **extra}
     _write_json(summary, os.path.join(FLAGS.output, "summary.json"))
-    print(f"wrote {FLAGS.output}/policy.json, search.png, summary.json")
+    atomic_write(os.path.join(FLAGS.output, "summary.md"), _markdown(summary))
+    print(f"wrote {FLAGS.output}/policy.json, search.png, summary.json, summary.md")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,10 @@ def test_bad_inputs_raise_clean_errors(small_conv1d, signals):
         with pytest.raises(FinetuneError):
             finetune(qmodel, (signals, y), progress=False, **kwargs)
     assert issubclass(FinetuneError, TfqError)
-    one_hot = np.eye(3)[y]
-    finetune(qmodel, (signals[:16], one_hot[:16]), 1, progress=False)
+    one_hot = tf.data.Dataset.from_tensor_slices((signals[:16], np.eye(3)[y[:16]])).batch(8)
+    tuner = FineTuner(1, progress=False, validation_data=(signals[16:24], y[16:24]))
+    tuner.run(qmodel, one_hot)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(tuner.history[0])
 
 
 def test_qat_reward_is_an_accuracy_and_deterministic(small_conv1d, signals):

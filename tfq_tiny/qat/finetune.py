@@ -258,6 +258,8 @@ class _ProgressBar(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.bar.update(1)
+        if batch % 20:
+            return
         logs = logs or {}
         self.bar.set_postfix_str(f"epoch {self.epoch + 1}/{self.epochs} loss "
                                  f"{float(logs.get('loss', np.nan)):.4f} acc "
