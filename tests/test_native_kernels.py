@@ -16,6 +16,9 @@ from tfq_tiny.export.packing import pack, unpack
 from tfq_tiny.quantization.grid import int_range
 from tfq_tiny.runtime import arithmetic as ar
 from tfq_tiny.runtime import kernels as ref
+
+# The TFQ kernels requantize with TFLITE_SINGLE_ROUNDING (tflm_ext/core/tfq_arithmetic.h).
+SINGLE = "single"
 from tfq_tiny.runtime import native
 
 if not native.is_available():  # pragma: no cover - the message says what to do
@@ -138,7 +141,7 @@ def test_conv_2d_matches_reference(w_bits, in_bits, out_bits):
     rng = _rng("conv", w_bits, in_bits, out_bits)
     for i in range(CASES_PER_COMBO):
         x, filt, bias, kw = _conv_case(rng, w_bits, in_bits, out_bits)
-        expected = ref.conv_2d(x, filt, bias, **kw)
+        expected = ref.conv_2d(x, filt, bias, rounding=SINGLE, **kw)
         got = native.conv_2d(x, filt, bias, **kw, **_bits_kwargs(w_bits, in_bits, out_bits))
         _assert_same(expected, got, (i, x.shape, filt.shape, kw))
 
@@ -148,7 +151,7 @@ def test_depthwise_conv_2d_matches_reference(w_bits, in_bits, out_bits):
     rng = _rng("dw", w_bits, in_bits, out_bits)
     for i in range(CASES_PER_COMBO):
         x, filt, bias, kw = _conv_case(rng, w_bits, in_bits, out_bits, depthwise=True)
-        expected = ref.depthwise_conv_2d(x, filt, bias, **kw)
+        expected = ref.depthwise_conv_2d(x, filt, bias, rounding=SINGLE, **kw)
         got = native.depthwise_conv_2d(x, filt, bias, **kw,
                                        **_bits_kwargs(w_bits, in_bits, out_bits))
         _assert_same(expected, got, (i, x.shape, filt.shape, kw))
@@ -167,7 +170,7 @@ def test_fully_connected_matches_reference(w_bits, in_bits, out_bits):
         kw = dict(input_zp=_zero_point(rng, in_bits), output_zp=output_zp, out_multiplier=mult,
                   out_shift=shift, act_min=act_min, act_max=act_max)
         bias = _bias(rng, o, in_bits, w_bits, k)
-        expected = ref.fully_connected(x, filt, bias, **kw)
+        expected = ref.fully_connected(x, filt, bias, rounding=SINGLE, **kw)
         got = native.fully_connected(x, filt, bias, **kw,
                                      **_bits_kwargs(w_bits, in_bits, out_bits))
         _assert_same(expected, got, (i, x.shape, filt.shape, kw))
@@ -264,22 +267,21 @@ def test_max_pool_matches_reference(in_bits, out_bits):
 
 
 @pytest.mark.parametrize("in_bits", BITS)
-def test_requantized_average_pool_at_the_int32_headroom_limit(in_bits):
-    # Full-range window sums of both signs, the largest multiplier and the largest left shift
-    # with filter area * 2^in_bits * 2^shift < 2^31 (8x8 window: 2^6).
+def test_requantized_average_pool_at_the_int64_headroom_limits(in_bits):
+    # Full-range window sums of both signs with the largest multiplier and (a) the largest left
+    # shift, (b) the smallest right shift with window area < 2^(31 + shift) (8x8 window: 2^6).
     lo, hi = int_range(in_bits)
-    shift = 31 - 6 - in_bits - 1
     for value, input_zp in ((hi, lo), (lo, hi)):
         x = np.full((1, 8, 8, 3), value, np.int8)
         x[0, 0, 0, 1] = 0
         kw = dict(filter_hw=(8, 8), stride=(1, 1), pad=(0, 0), out_hw=(1, 1), input_zp=input_zp,
-                  output_zp=0, output_multiplier=(1 << 31) - 1, output_shift=shift,
-                  act_min=-128, act_max=127)
-        _assert_same(ref.requantized_average_pool_2d(x, **kw),
-                     native.requantized_average_pool_2d(x, **kw, input_bits=in_bits), kw)
+                  output_zp=0, output_multiplier=(1 << 31) - 1, act_min=-128, act_max=127)
+        for shift in (30, 6 - 31 + 1):
+            _assert_same(ref.requantized_average_pool_2d(x, output_shift=shift, **kw),
+                         native.requantized_average_pool_2d(x, output_shift=shift, **kw,
+                                                            input_bits=in_bits), kw)
         with pytest.raises(native.NativeKernelError) as err:
-            native.requantized_average_pool_2d(x, **dict(kw, output_shift=shift + 1),
-                                               input_bits=in_bits)
+            native.requantized_average_pool_2d(x, output_shift=6 - 31, **kw, input_bits=in_bits)
         assert err.value.status == 15  # kErrBadParam
 
 
@@ -422,8 +424,7 @@ BAD_AVERAGE_POOL = [  # (name, bits, overrides, tflm_ext status)
     ("negative multiplier", {}, dict(output_multiplier=-(1 << 30)), 11),
     ("shift too large", {}, dict(output_shift=31), 12),
     ("shift too small", {}, dict(output_shift=-32), 12),
-    ("rescaled sum overflows int32", {}, dict(output_shift=21), 15),  # 4 * 2^8 * 2^21 = 2^31
-    ("4-bit rescaled sum overflows int32", dict(input_bits=4), dict(output_shift=25), 15),
+    ("divisor overflows int64", {}, dict(output_shift=-29), 15),  # 4 * 2^(31 + 29) = 2^62
     ("input zp out of 4-bit range", dict(input_bits=4), dict(input_zp=8), 9),
     ("output zp out of 2-bit range", dict(output_bits=2), dict(output_zp=-3, act_min=-2,
                                                                act_max=1), 9),

@@ -205,3 +205,22 @@ def test_dataset_calibration_matches_array(small_cnn, images):
     b = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=ds)
     np.testing.assert_allclose(a.predict(images, verbose=0), b.predict(images, verbose=0),
                                atol=1e-6)
+
+
+def test_biases_snapped_to_their_int32_grid(small_cnn, images):
+    """Every simulated bias is b_int * s_in * s_w[c], the value the converter stores."""
+    from tfq_tiny.quantization.calibration import input_activation_slot
+
+    q = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
+    slots = quantizer_slots(q)
+    checked = 0
+    for slot in slots:
+        layer = slot.layer.layer if slot.kind == "weight" else None
+        if layer is None or not layer.use_bias:
+            continue
+        s_in = float(input_activation_slot(slot.layer, slots).variables["scale"].numpy().reshape(-1)[0])
+        grid = np.float64(np.float32(s_in)) * slot.variables["scale"].numpy().astype(np.float64).reshape(-1)
+        codes = layer.bias.numpy().astype(np.float64) / grid
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+        checked += 1
+    assert checked >= 4

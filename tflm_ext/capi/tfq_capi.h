@@ -129,8 +129,9 @@ TFQ_CAPI_EXPORT int32_t tfq_add(const tfq_add_params_t* params,
 
 /* input [N,H,W,C], output [N,OH,OW,C]. The average pool's output has its own
  * scale and zero point: per window of n in-image elements,
- * clamp(round_half_away(MultiplyByQuantizedMultiplier(sum(x - input_zp),
- * output_multiplier, output_shift) / n) + output_zp, act_min, act_max). */
+ * clamp(floor((acc * output_multiplier + d / 2) / d) + output_zp, act_min,
+ * act_max) with acc = sum(x - input_zp), d = n * 2^(31 - output_shift): one
+ * rounding of acc * (input_scale / output_scale) / n. */
 TFQ_CAPI_EXPORT int32_t tfq_average_pool_2d(const tfq_pool_params_t* params,
                                             const tfq_tensor_t* input,
                                             const tfq_tensor_t* output);

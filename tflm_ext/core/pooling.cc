@@ -1,7 +1,7 @@
 // AVERAGE_POOL_2D (requantizing: the output has its own scale and zero point)
 // and MAX_POOL_2D (tied to the input's grid) on packed 2/4/8-bit activations.
-// The average divides by the in-image window size rounding half away from
-// zero, as TFLM's reference AveragePool; see tfq_kernels.h for the formula.
+// The average rescales and divides by the in-image window size in one
+// rounding; see tfq_kernels.h for the formula.
 #include "tfq_arithmetic.h"
 #include "tfq_kernels.h"
 #include "tfq_validate.h"
@@ -12,15 +12,22 @@ namespace {
 inline int32_t MaxI(int32_t a, int32_t b) { return a > b ? a : b; }
 inline int32_t MinI(int32_t a, int32_t b) { return a < b ? a : b; }
 
-// Average of a window from its plain sum: sum(x - zp) = sum(x) - n * zp, then
-// rescale, divide by n (half away from zero), add the output zero point. No
-// int32 overflow: CheckAveragePoolRequant bounds |sum| * 2^max(shift, 0).
+// Average of a window from its plain sum: acc = sum(x) - n * zp, then
+// round(acc * M * 2^(shift - 31) / n) in one rounding (ties toward +infinity,
+// as Requantize): floor((acc * M + d / 2) / d) with d = n * 2^(31 - shift).
+// CheckAveragePoolRequant keeps |acc * M| < 2^62 and d < 2^62, so the int64
+// arithmetic is exact. The result is clamped in int64 (a large scale ratio
+// can push it past int32 before the clamp).
 inline int32_t RequantizedAverage(const PoolParams& p, int32_t sum, int32_t n) {
-  const int32_t acc = sum - n * p.input_zero_point;
-  int32_t v =
-      MultiplyByQuantizedMultiplier(acc, p.output_multiplier, p.output_shift);
-  v = v > 0 ? (v + n / 2) / n : (v - n / 2) / n;
-  return v + p.output_zero_point;
+  const int64_t acc = static_cast<int64_t>(sum) -
+                      static_cast<int64_t>(n) * p.input_zero_point;
+  const int64_t divisor = static_cast<int64_t>(n) << (31 - p.output_shift);
+  const int64_t num = acc * p.output_multiplier + divisor / 2;
+  int64_t q = num / divisor;
+  if (num % divisor != 0 && num < 0) --q;  // floor, not truncation
+  const int64_t v = q + p.output_zero_point;
+  return static_cast<int32_t>(v < p.act_min ? p.act_min
+                                            : (v > p.act_max ? p.act_max : v));
 }
 
 template <int kInBits, bool kAverage>
@@ -125,10 +132,12 @@ Status CheckAveragePoolRequant(const PoolParams& p, int32_t input_bits) {
     return kErrBadMultiplier;  // negative, or not normalized
   }
   if (p.filter_height < 1 || p.filter_width < 1) return kErrBadParam;
-  // filter area * 2^(input_bits + left shift) < 2^31, without overflow.
-  const int32_t exponent = input_bits + (p.output_shift > 0 ? p.output_shift : 0);
+  // |acc * M| < area * 2^(input_bits + 31) < 2^62 and
+  // divisor = n * 2^(31 - shift) < 2^62: area < 2^(31 - input_bits) and
+  // area < 2^(31 + shift).
   const int64_t area = static_cast<int64_t>(p.filter_height) * p.filter_width;
-  if (exponent >= 31 || area >= (int64_t{1} << (31 - exponent))) {
+  if (area >= (int64_t{1} << (31 - input_bits))) return kErrBadParam;
+  if (p.output_shift < 0 && area >= (int64_t{1} << (31 + p.output_shift))) {
     return kErrBadParam;
   }
   return kOk;

@@ -9,7 +9,7 @@
 //
 // Arithmetic is TFLM's reference integer arithmetic (see tfq_arithmetic.h):
 //   acc  = sum (x - input_zp) * w  [+ bias]          (int32, wrap-around)
-//   out  = MultiplyByQuantizedMultiplier(acc, m[c], s[c]) + output_zp
+//   out  = Requantize(acc, m[c], s[c]) + output_zp   (single rounding)
 //   out  = clamp(out, act_min, act_max)  -> stored with the output's bits
 //
 // Conventions
@@ -125,10 +125,11 @@ struct AddParams {
 // share scale and zero point, as in TFLM; only the storage width may differ)
 // and ignores the zero points and the multiplier. AveragePool requantizes
 // (TFQ_AVERAGE_POOL_2D): over the n >= 1 in-image elements of each window
-//   acc = sum (x - input_zero_point)                                 (int32)
-//   v   = MultiplyByQuantizedMultiplier(acc, output_multiplier, output_shift)
-//   v   = v > 0 ? (v + n/2) / n : (v - n/2) / n        (C truncating division)
+//   acc = sum (x - input_zero_point)
+//   d   = n * 2^(31 - output_shift)
+//   v   = floor((acc * output_multiplier + d / 2) / d)   (int64, one rounding)
 //   out = clamp(v + output_zero_point, act_min, act_max)
+// i.e. round(acc * (input_scale / output_scale) / n), ties toward +infinity.
 // with output_multiplier * 2^(output_shift - 31) = input_scale / output_scale
 // (QuantizeMultiplier). See CheckAveragePoolRequant for the accepted values.
 // Unlike the other params structs these hold zero points, not offsets.

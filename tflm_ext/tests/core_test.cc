@@ -56,10 +56,15 @@ int32_t RefRoundShift(int32_t x, int e) {
   return static_cast<int32_t>(v >= 0 ? (v + half) >> e : -((-v + half) >> e));
 }
 
+// TFLITE_SINGLE_ROUNDING's MultiplyByQuantizedMultiplier: floor(x * m / 2^(31 - shift) + 1/2),
+// computed in 128-bit-free exact form (|x * m| < 2^62), wrapped to int32.
 int32_t RefRequant(int32_t x, int32_t m, int shift) {
-  const int32_t shifted = static_cast<int32_t>(
-      static_cast<uint32_t>(x) << (shift > 0 ? shift : 0));
-  return RefRoundShift(RefHighMul(shifted, m), shift > 0 ? 0 : -shift);
+  const int e = 31 - shift;
+  const int64_t p = static_cast<int64_t>(x) * m;
+  const int64_t q = p >= 0 ? p / (int64_t{1} << e) : -((-p + (int64_t{1} << e) - 1) / (int64_t{1} << e));
+  const int64_t r = p - q * (int64_t{1} << e);  // 0 <= r < 2^e
+  const int64_t v = q + (r >= (int64_t{1} << (e - 1)) ? 1 : 0);
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v)));
 }
 
 int32_t RefClamp(int64_t v, int32_t lo, int32_t hi) {
@@ -440,7 +445,7 @@ struct PoolCase {
   std::vector<int> x;
 };
 
-// Average: round(RefRequant(sum(x - in_zp)) / count) half away from zero, plus
+// Average: sum(x - in_zp) * (s_in / s_out) / count rounded once (ties up), plus
 // out_zp. Max: the window's maximum.
 std::vector<int> RefPool(const PoolCase& k, bool average) {
   std::vector<int> out;
@@ -460,10 +465,14 @@ std::vector<int> RefPool(const PoolCase& k, bool average) {
               mx = v > mx ? v : mx;
             }
           int64_t v = mx;
-          if (average) {  // nearest, ties away from zero
-            const int64_t r = RefRequant(static_cast<int32_t>(sum), k.m, k.s);
-            const int64_t mag = ((r < 0 ? -r : r) * 2 + count) / (2 * count);
-            v = (r < 0 ? -mag : mag) + k.out_zp;
+          if (average) {  // floor(sum * m / (count * 2^(31 - s)) + 1/2), exact in 128 bits
+            const __int128 num = static_cast<__int128>(sum) * k.m * 2 +
+                                 (static_cast<__int128>(count) << (31 - k.s));
+            const __int128 den = static_cast<__int128>(count) << (32 - k.s);
+            __int128 q = num / den;
+            if (num % den != 0 && num < 0) --q;
+            const __int128 lo = -(__int128{1} << 40), hi = __int128{1} << 40;
+            v = static_cast<int64_t>(q < lo ? lo : (q > hi ? hi : q)) + k.out_zp;
           }
           out.push_back(RefClamp(v, k.act_min, k.act_max));
         }
@@ -540,10 +549,11 @@ void TestPools(int cases_per_combo) {
         }
 }
 
-// Largest accepted rescaling: full-range window sums of both signs, the
-// largest multiplier and the largest left shift the int32 headroom rule
-// allows (filter area * 2^in_bits * 2^shift < 2^31); under UBSan any signed
-// overflow in the kernel is a finding. One more left shift is rejected.
+// Extreme rescalings: full-range window sums of both signs with the largest
+// multiplier and (a) the largest left shift (the result is clamped in int64),
+// (b) the smallest right shift the int64 headroom rule allows
+// (area < 2^(31 + shift)); under UBSan any signed overflow in the kernel is a
+// finding. One more right shift is rejected.
 void TestAveragePoolHeadroom() {
   const int bits[3] = {2, 4, 8};
   int id = 0;
@@ -563,15 +573,18 @@ void TestAveragePoolHeadroom() {
       k.x[3] = 0;  // not exactly a power of two
       k.out_zp = 0;
       k.m = INT32_MAX;
-      k.s = 31 - 5 - ib - 1;
       k.act_min = -128;
       k.act_max = 127;
       std::vector<int> got;
+      k.s = 30;
       Expect(RunPool(k, true, &got) == tfq::kOk && got == RefPool(k, true),
-             "average pool at the int32 headroom limit", id);
-      k.s += 1;
+             "average pool with the largest left shift", id);
+      k.s = 5 - 31 + 1;
+      Expect(RunPool(k, true, &got) == tfq::kOk && got == RefPool(k, true),
+             "average pool at the int64 headroom limit", id);
+      k.s -= 1;
       Expect(RunPool(k, true, &got) == tfq::kErrBadParam,
-             "average pool beyond the int32 headroom rejected", id);
+             "average pool beyond the int64 headroom rejected", id);
     }
 }
 
@@ -816,11 +829,8 @@ void TestMalformedOthers() {
        [](tfq::PoolParams* q, int*, int*) { q->output_shift = 31; }, tfq::kErrBadShift},
       {"average pool shift -32",
        [](tfq::PoolParams* q, int*, int*) { q->output_shift = -32; }, tfq::kErrBadShift},
-      {"average pool rescaled sum overflows int32",  // 4 * 2^8 * 2^21 = 2^31
-       [](tfq::PoolParams* q, int*, int*) { q->output_shift = 21; }, tfq::kErrBadParam},
-      {"average pool 4-bit rescaled sum overflows int32",  // 4 * 2^4 * 2^25
-       [](tfq::PoolParams* q, int* ib, int*) { *ib = 4, q->output_shift = 25; },
-       tfq::kErrBadParam},
+      {"average pool divisor overflows int64",  // 4 * 2^(31 + 29) = 2^62
+       [](tfq::PoolParams* q, int*, int*) { q->output_shift = -29; }, tfq::kErrBadParam},
       {"average pool input zero point outside int4",
        [](tfq::PoolParams* q, int* ib, int*) { *ib = 4, q->input_zero_point = 8; },
        tfq::kErrBadZeroPoint},

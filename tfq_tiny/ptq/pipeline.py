@@ -22,7 +22,7 @@ from tfq_tiny.ptq.optimiser import OPTIMISERS, unit_state
 from tfq_tiny.ptq.reconstruction import (ReconstructionModel, fit, reconstruction_mse,
                                          tensor_values, unit_forward)
 from tfq_tiny.ptq.units import find_units, float_name
-from tfq_tiny.quantization.calibration import as_batches, calibrate, tie_activation_ranges
+from tfq_tiny.quantization.calibration import as_batches, calibrate, snap_biases, tie_activation_ranges
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantize import build_quantized_model, strip_annotations
 
@@ -144,6 +144,7 @@ class PTQPipeline:
                 checkpoint.save(qmodel, self.history)
         finally:
             bar.close()
+        snap_biases(qmodel)
         return qmodel
 
     def _reconstruct(self, unit, graph, qmodel, float_model, calib, bar):

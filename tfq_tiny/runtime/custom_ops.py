@@ -196,6 +196,13 @@ def _multipliers(input_scale, filter_scales, output_scale):
     return ar.quantize_multiplier_array(reals)
 
 
+# The TFQ kernels requantize with TFLM's TFLITE_SINGLE_ROUNDING arithmetic (one rounding of
+# acc * M), which is what the fake-quant model computes; TFLM's default double rounding would
+# move 3-6 % of 4-bit outputs one step up (tflm_ext/core/tfq_arithmetic.h). ADD keeps TFLM's
+# int8 scheme; the average pool rounds once by construction.
+_SINGLE_ROUNDING_OPS = ("conv_2d", "depthwise_conv_2d", "fully_connected")
+
+
 class _Backend:
     """The kernels a prepared operator calls: NumPy references or the C++ kernels via ctypes."""
 
@@ -210,6 +217,8 @@ class _Backend:
             return getattr(native, op)(*args, **bits_and_kwargs)
         for key in ("input_bits", "weight_bits", "output_bits"):
             bits_and_kwargs.pop(key, None)
+        if op in _SINGLE_ROUNDING_OPS:
+            bits_and_kwargs["rounding"] = "single"
         return getattr(kernels, op)(*args, **bits_and_kwargs)
 
 
@@ -334,10 +343,12 @@ def _prepare_pool(node, backend, op):
     else:
         op = "requantized_average_pool_2d"
         multiplier, shift = ar.quantize_multiplier(float(in_scale) / float(out_scale))
-        node.check(min(filter_hw) >= 1 and
-                   filter_hw[0] * filter_hw[1] * (1 << in_bits) * (1 << max(shift, 0)) < (1 << 31),
+        area = filter_hw[0] * filter_hw[1]
+        node.check(min(filter_hw) >= 1 and -31 <= shift <= 30 and area < (1 << (31 - in_bits))
+                   and (shift >= 0 or area < (1 << (31 + shift))),
                    f"input/output scale ratio {float(in_scale) / float(out_scale):.4g} with a "
-                   f"{filter_hw[0]}x{filter_hw[1]} window could overflow the int32 window sum.")
+                   f"{filter_hw[0]}x{filter_hw[1]} window is outside the average pool's int64 "
+                   "arithmetic (tflm_ext/README.md).")
         rescale = dict(input_zp=in_zp, output_zp=out_zp, output_multiplier=multiplier,
                        output_shift=shift)
     stride = (opt.get("stride_h"), opt.get("stride_w"))
