@@ -113,8 +113,23 @@ def test_bits_outside_range_raise(bad):
         WeightQuantizer(bad)
 
 
+def test_tied_average_rounds_ties_like_tflite_average_pool():
+    """Means of grid values that end in .5 round half away from zero in the stored-integer domain
+    (zero point included), as TFLite's AVERAGE_POOL_2D, whatever float noise the mean carries."""
+    scale, zp = 0.1, -128
+    stored = np.array([[-128, -127], [-126, -125], [-2, -1], [0, 1], [126, 127]])  # pairs
+    real = ((stored - zp) * np.float32(scale)).astype(np.float32)
+    means = real.mean(axis=1).astype(np.float32)
+    out, _ = _run(ActivationQuantizer(8, tie_to_input=True, window=2), means, scale, zp)
+    expected = np.where(stored.sum(1) > 0, np.floor(stored.sum(1) / 2 + 0.5),
+                        np.ceil(stored.sum(1) / 2 - 0.5))
+    np.testing.assert_allclose(out / scale + zp, expected, atol=1e-3)
+    with pytest.raises(ValueError, match="tie_to_input"):
+        ActivationQuantizer(8, window=4)
+
+
 def test_quantizer_config_round_trip():
-    q = ActivationQuantizer(3, init="minmax", tie_to_input=True)
+    q = ActivationQuantizer(3, init="minmax", tie_to_input=True, window=64)
     assert ActivationQuantizer.from_config(q.get_config()) == q
     w = WeightQuantizer(5, channel_axes=(-2, -1))
     assert WeightQuantizer.from_config(w.get_config()) == w

@@ -7,6 +7,8 @@ Layers that cannot move a value off the grid (Flatten, Reshape, Dropout, MaxPool
 ZeroPadding) pass through unwrapped, as their TFLite counterparts keep the input's
 quantization.
 """
+import numpy as np
+
 from tfq_tiny._compat import keras, tfmot
 from tfq_tiny.errors import UnsupportedLayerError
 from tfq_tiny.quantization.quantizers import ActivationQuantizer, WeightQuantizer
@@ -104,14 +106,15 @@ class OutputQuantizeConfig(_BaseConfig):
     """Quantizes only the layer's output (ReLU, Add, pooling, softmax)."""
 
     def __init__(self, activation_bits, activation_init="mse", tie_to_input=False,
-                 fixed_range=None):
+                 fixed_range=None, window=None):
         self.activation_bits = activation_bits
         self.activation_init = activation_init
         self.tie_to_input = bool(tie_to_input)
         self.fixed_range = None if fixed_range is None else tuple(fixed_range)
+        self.window = window if self.tie_to_input else None
         self.output_quantizer = (
             ActivationQuantizer(activation_bits, activation_init, tie_to_input=tie_to_input,
-                                fixed_range=fixed_range)
+                                fixed_range=fixed_range, window=self.window)
             if activation_bits is not None else None)
 
     def get_weights_and_quantizers(self, layer):
@@ -123,7 +126,8 @@ class OutputQuantizeConfig(_BaseConfig):
     def get_config(self):
         return {"activation_bits": self.activation_bits,
                 "activation_init": self.activation_init, "tie_to_input": self.tie_to_input,
-                "fixed_range": None if self.fixed_range is None else list(self.fixed_range)}
+                "fixed_range": None if self.fixed_range is None else list(self.fixed_range),
+                "window": self.window}
 
 
 def weight_attr(layer):
@@ -141,6 +145,20 @@ def ties_average_pool(input_bits, output_bits):
     its own grid (TFQ_AVERAGE_POOL_2D requantizes): pooled features put on the grid of a low-bit
     pre-pool ReLU keep only a few of its levels (Res8 W4A4: 68 % tied vs 75 % untied)."""
     return input_bits == 8 and output_bits == 8
+
+
+def average_pool_window(layer):
+    """Elements per window of an average pool when every window is full, else None."""
+    spatial = list(layer.input_shape[1:-1])
+    if isinstance(layer, (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)):
+        sizes = spatial
+    elif layer.get_config().get("padding") == "valid":
+        sizes = list(layer.pool_size)
+    else:
+        return None
+    if any(size is None for size in sizes):
+        return None
+    return int(np.prod(sizes))
 
 
 def default_config(layer, weight_bits, activation_bits, weight_init="mse",
@@ -172,7 +190,8 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
         return OutputQuantizeConfig(out_bits, activation_init, fixed_range=SOFTMAX_RANGE)
     if isinstance(layer, AVERAGE_POOL_LAYERS):
         return OutputQuantizeConfig(out_bits, activation_init,
-                                    tie_to_input=ties_average_pool(input_bits, out_bits))
+                                    tie_to_input=ties_average_pool(input_bits, out_bits),
+                                    window=average_pool_window(layer))
     if isinstance(layer, OUTPUT_LAYERS):
         return OutputQuantizeConfig(out_bits, activation_init)
     if isinstance(layer, layers.BatchNormalization):

@@ -61,13 +61,16 @@ class UniformQuantizer(_Quantizer):
             shape[axis] = size
         return tf.reshape(param, shape)
 
+    def _codes(self, scaled, zero_point, weights, training):
+        """round(x / s) + zp, before clamping (subclasses may round elsewhere)."""
+        return self.rounding.round(scaled, weights, training) + zero_point
+
     def __call__(self, inputs, training, weights, **kwargs):
         ndim = inputs.shape.rank
         scale = self._broadcast(weights["scale"], ndim)
         zero_point = self._broadcast(_ste_round(weights["zero_point"]), ndim)
         qmin, qmax = self.int_range
-        q = self.rounding.round(inputs / scale, weights, training) + zero_point
-        q = tf.clip_by_value(q, qmin, qmax)
+        q = tf.clip_by_value(self._codes(inputs / scale, zero_point, weights, training), qmin, qmax)
         return (q - zero_point) * scale
 
     def to_integers(self, values, weights):
@@ -76,7 +79,7 @@ class UniformQuantizer(_Quantizer):
         scale = self._broadcast(weights["scale"], x.shape.rank)
         zero_point = self._broadcast(tf_round_half_away(weights["zero_point"]), x.shape.rank)
         qmin, qmax = self.int_range
-        q = tf.clip_by_value(self.rounding.round(x / scale, weights, False) + zero_point, qmin, qmax)
+        q = tf.clip_by_value(self._codes(x / scale, zero_point, weights, False), qmin, qmax)
         return np.asarray(tf_round_half_away(q).numpy(), np.int32)
 
     def get_config(self):
@@ -112,21 +115,39 @@ class ActivationQuantizer(UniformQuantizer):
 
     ``tie_to_input``: calibration copies the qparams of the tensor feeding this layer
     (average pooling keeps its input's grid in TFLite). ``fixed_range``: qparams fixed to
-    this real range instead of calibrated (softmax outputs [0, 1)).
+    this real range instead of calibrated (softmax outputs [0, 1)). ``window``: for a tied
+    average pool, the number of elements averaged (None when it varies, SAME padding).
+
+    A tied average pool rounds as TFLite's integer AVERAGE_POOL_2D does: the mean of the stored
+    integers (zero point included) half away from zero, so a .5 tie goes down where the stored
+    value is negative. The float mean of grid values lands on a tie only up to rounding noise;
+    with ``window`` it is first snapped to the nearest multiple of 1/window, the exact value.
     """
 
     def __init__(self, num_bits, init="mse", rounding=None, tie_to_input=False,
-                 fixed_range=None, **kwargs):
+                 fixed_range=None, window=None, **kwargs):
         kwargs.pop("symmetric", None)
         kwargs.pop("channel_axes", None)
         super().__init__(num_bits, False, (), init, rounding)
         self.tie_to_input = bool(tie_to_input)
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
+        self.window = None if window is None else int(window)
+        if self.window is not None and (self.window < 1 or not self.tie_to_input):
+            raise ValueError(f"window={window!r} needs tie_to_input=True and must be >= 1.")
+
+    def _codes(self, scaled, zero_point, weights, training):
+        if not self.tie_to_input:
+            return super()._codes(scaled, zero_point, weights, training)
+        if self.window is not None:
+            n = float(self.window)
+            scaled = scaled + tf.stop_gradient(tf.round(scaled * n) / n - scaled)
+        return self.rounding.round(scaled + zero_point, weights, training)
 
     def get_config(self):
         config = super().get_config()
         config.pop("symmetric")
         config.pop("channel_axes")
         config.update(tie_to_input=self.tie_to_input,
-                      fixed_range=None if self.fixed_range is None else list(self.fixed_range))
+                      fixed_range=None if self.fixed_range is None else list(self.fixed_range),
+                      window=self.window)
         return config
