@@ -7,7 +7,8 @@ from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import TfqError
 from tfq_tiny.qat import FinetuneError, FineTuner, finetune
 from tfq_tiny.quantization import WeightQuantizer
-from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
+from tfq_tiny.quantization.calibration import (QuantizeWrapper, input_activation_slot,
+                                               quantizer_slots, snap_biases)
 from tfq_tiny.quantization.kmeans import (KMeansQuantizer, KMeansWeightQuantizeConfig,
                                           kmeans_flash, kmeans_quantize_model, kmeans_scope)
 from tfq_tiny.search import memory
@@ -44,6 +45,12 @@ def test_finetune_lowers_training_loss_and_keeps_the_model_exportable(small_cnn,
         for name in ("scale", "zero_point"):
             np.testing.assert_array_equal(slot.variables[name].numpy(),
                                           source.variables[name].numpy())
+    with_bias = [layer.layer for layer in qmodel.layers
+                 if isinstance(layer, QuantizeWrapper) and getattr(layer.layer, "use_bias", False)]
+    biases = [layer.bias.numpy() for layer in with_bias]
+    snap_biases(qmodel)  # finetune snapped them already: snapping again changes nothing
+    for value, layer in zip(biases, with_bias):
+        np.testing.assert_array_equal(value, layer.bias.numpy())
     assert len(to_tflite(qmodel)) > 0
 
 

@@ -15,8 +15,9 @@ Gradients pass the rounding straight through (``quantizers.py``), so a scale rec
 gradient ``round(x/s) - x/s`` inside the range and ``qmin/qmax - zp`` where values clip. Layers
 run in inference mode (no dropout), as in the PTQ reconstruction, so a run is a deterministic
 function of its inputs. After every step the scales are kept positive and tied quantizers copy
-their input's range; at the end zero points are rounded onto the integer grid inside the range,
-so the result still exports with ``tfq_tiny.export.to_tflite``.
+their input's range; at the end zero points are rounded onto the integer grid inside the range
+and biases snapped to their int32 grid (``calibration.snap_biases``), so the result still
+exports with ``tfq_tiny.export.to_tflite`` and the integer model matches the simulation.
 
 With ``checkpoint_dir`` the whole state (model variables, every Adam's slots, epoch, history) is
 written atomically after each epoch; a rerun on the same quantized model, data and settings
@@ -40,7 +41,8 @@ from tfq_tiny.ptq.lsq import LSQ
 from tfq_tiny.ptq.optimiser import mean_abs
 from tfq_tiny.ptq.units import Unit
 from tfq_tiny.quantization.calibration import (QuantizeWrapper, input_activation_slot,
-                                               quantizer_slots, tie_activation_ranges)
+                                               quantizer_slots, snap_biases,
+                                               tie_activation_ranges)
 from tfq_tiny.quantization.configs import activation_name
 from tfq_tiny.quantization.grid import round_half_away
 
@@ -230,7 +232,7 @@ class QATModel(keras.Model):
 
 def finalize_qparams(qmodel):
     """Put the learned ranges back on the deployable grid: scales positive, zero points integers
-    inside the range, tied quantizers equal to their inputs'."""
+    inside the range, tied quantizers equal to their inputs', biases on their int32 grid."""
     for slot in quantizer_slots(qmodel):
         scale = slot.variables["scale"]
         scale.assign(np.maximum(scale.numpy(), _MIN_SCALE))
@@ -239,6 +241,7 @@ def finalize_qparams(qmodel):
             zero_point = slot.variables["zero_point"]
             zero_point.assign(np.clip(round_half_away(zero_point.numpy()), qmin, qmax))
     tie_activation_ranges(qmodel)
+    snap_biases(qmodel)
     return qmodel
 
 
@@ -404,8 +407,8 @@ def finetune(qmodel, train_data, epochs, lr=1e-4, batch_size=64, checkpoint_dir=
       from_logits: whether the model outputs logits; None detects a final softmax.
 
     Returns:
-      ``qmodel``, fine-tuned, with scales positive, zero points on the integer grid and average
-      pools tied to their inputs, so ``tfq_tiny.export.to_tflite`` accepts it.
+      ``qmodel``, fine-tuned, with scales positive, zero points on the integer grid, tied
+      average pools equal to their inputs and biases snapped, so ``to_tflite`` accepts it.
 
     Raises:
       FinetuneError (a ``TfqError``) for a model without quantizers, unusable data or labels,
