@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfq_tiny
-from tfq_tiny._compat import keras
+from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import (BitWidthError, CalibrationDataError, ModelFormatError,
                              UnsupportedLayerError)
 from tfq_tiny.preprocess import cross_layer_equalize, fold_batch_norm
@@ -224,3 +224,31 @@ def test_biases_snapped_to_their_int32_grid(small_cnn, images):
         np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
         checked += 1
     assert checked >= 4
+
+
+def test_builtin_outputs_simulate_tflm_double_rounding(small_cnn, images):
+    """8-bit weighted layers (TFLM builtins) get a DoubleRounding linked to their live input and
+    weight scales; it equals the shim's TFLM arithmetic, and sub-8-bit layers get none."""
+    from tfq_tiny.quantization.requantization import DoubleRounding
+    from tfq_tiny.runtime import arithmetic as ar
+
+    q8 = tfq_tiny.quantize_model(small_cnn, "w8a8", calibration_data=images)
+    linked = [s for s in quantizer_slots(q8) if getattr(s.quantizer, "requantization", None)]
+    assert {s.layer_name for s in linked} >= {"r1", "fc"}
+    q4 = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
+    assert not [s for s in quantizer_slots(q4) if getattr(s.quantizer, "requantization", None)]
+
+    rng = np.random.default_rng(0)
+    s_in, s_out = np.float32(0.037), np.float32(0.11)
+    s_w = rng.uniform(1e-3, 2e-2, size=6).astype(np.float32)
+    acc = rng.integers(-20000, 20000, size=(400, 6))
+    real = s_in * s_w.astype(np.float64) / s_out
+    expected = []
+    for c in range(6):
+        m, shift = ar.quantize_multiplier(float(real[c]))
+        expected.append(ar.multiply_by_quantized_multiplier(acc[:, c], m, shift, "double"))
+    scaled = (acc * real).astype(np.float32)
+    got = DoubleRounding(tf.constant(s_in), tf.constant(s_w)).round(tf.constant(scaled), tf.constant(s_out))
+    np.testing.assert_array_equal(got.numpy(), np.stack(expected, axis=1))
+    single = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    assert np.any(single != np.stack(expected, axis=1))  # the case is not trivial

@@ -146,6 +146,8 @@ def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
                                                   slot.quantizer.num_bits))
     tie_activation_ranges(qmodel, slots)
     snap_biases(qmodel, slots)
+    from tfq_tiny.quantization.requantization import link_requantization
+    link_requantization(qmodel, slots)
     return qmodel
 
 

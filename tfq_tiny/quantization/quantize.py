@@ -173,6 +173,11 @@ def save_model(model, path):
 
 
 def load_model(path):
-    """Load a model saved by ``save_model`` (or ``model.save``) inside ``quantize_scope``."""
+    """Load a model saved by ``save_model`` (or ``model.save``) inside ``quantize_scope``, with
+    the simulated rounding of TFLM builtins re-linked (``requantization``)."""
+    from tfq_tiny.quantization.requantization import link_requantization
+
     with quantize_scope():
-        return keras.models.load_model(str(path))
+        model = keras.models.load_model(str(path))
+    link_requantization(model)
+    return model

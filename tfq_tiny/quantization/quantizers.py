@@ -122,6 +122,9 @@ class ActivationQuantizer(UniformQuantizer):
     integers (zero point included) half away from zero, so a .5 tie goes down where the stored
     value is negative. The float mean of grid values lands on a tie only up to rounding noise;
     with ``window`` it is first snapped to the nearest multiple of 1/window, the exact value.
+
+    ``requantization`` (a runtime attribute set by ``requantization.link_requantization``)
+    makes the output of a TFLM builtin round as TFLM's double rounding does.
     """
 
     def __init__(self, num_bits, init="mse", rounding=None, tie_to_input=False,
@@ -136,6 +139,10 @@ class ActivationQuantizer(UniformQuantizer):
             raise ValueError(f"window={window!r} needs tie_to_input=True and must be >= 1.")
 
     def _codes(self, scaled, zero_point, weights, training):
+        requantization = getattr(self, "requantization", None)
+        if requantization is not None:
+            rounded = requantization.round(scaled, weights["scale"])
+            return scaled + tf.stop_gradient(rounded - scaled) + zero_point
         if not self.tie_to_input:
             return super()._codes(scaled, zero_point, weights, training)
         if self.window is not None:

@@ -1,0 +1,96 @@
+"""The simulated output rounding of operators that TFLM runs as builtins.
+
+A weighted operator deploys as ``out = MultiplyByQuantizedMultiplier(acc, M[c], shift[c]) + zp``
+with ``M[c] * 2^shift[c] = s_in * s_w[c] / s_out``. Our TFQ kernels round that product once,
+which is what the fake-quant output quantizer does. TFLM's builtins (int8 CONV_2D,
+DEPTHWISE_CONV_2D with INT8/INT4 filters, FULLY_CONNECTED with INT8 weights, all with 8-bit
+input and output) round twice: ``h = round(acc * M / 2^31)``, then ``round(h / 2^right)``,
+``right = -shift``. The first rounding moves values just below a .5 boundary up, in about
+``2^-(right+1)`` of the outputs per layer; the differences compound through a network.
+
+``link_requantization(qmodel)`` finds, for every weighted layer that deploys as such a builtin,
+the activation quantizer that quantizes its (fused) output and gives it live references to the
+input and weight scale variables; the quantizer then reproduces the double rounding from the
+current scales on every call (PTQ may train them). The links are runtime attributes, not
+configuration: ``calibrate`` and ``load_model`` make them, and a model without them simulates
+single rounding, which differs from the deployed builtins by at most one step per layer.
+"""
+from tfq_tiny._compat import keras, tf
+from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
+from tfq_tiny.quantization.configs import activation_name
+
+_BUILTIN_INT4_WEIGHTS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+class DoubleRounding:
+    """TFLM's default double rounding of ``u = acc * s_in * s_w[c] / s_out`` (per channel on the
+    last axis), from live scale variables."""
+
+    def __init__(self, input_scale, weight_scale):
+        self.input_scale = input_scale
+        self.weight_scale = weight_scale
+
+    def right_shifts(self, output_scale):
+        """``max(-shift[c], 0)`` of ``QuantizeMultiplier(s_in * s_w[c] / s_out)``, exactly: the
+        binary exponent read from the float32 bits (frexp), not from a logarithm."""
+        multiplier = (tf.reshape(self.input_scale, [-1])[0] * tf.reshape(self.weight_scale, [-1])
+                      / tf.reshape(output_scale, [-1])[0])
+        bits = tf.bitcast(tf.cast(multiplier, tf.float32), tf.int32)
+        exponent = tf.bitwise.right_shift(bits, 23) % 256 - 126
+        return tf.cast(tf.maximum(-exponent, 0), tf.float32)
+
+    def round(self, scaled, output_scale):
+        """Round ``scaled`` (real values in output steps, before the zero point) twice."""
+        step = tf.pow(2.0, self.right_shifts(output_scale))
+        high = tf.round(scaled * step)
+        value = high / step
+        return tf.sign(value) * tf.floor(tf.abs(value) + 0.5)
+
+
+def _fused_output_slot(slot, by_layer):
+    """The output slot that quantizes ``slot``'s layer result (its own, or a sole ReLU's)."""
+    own = by_layer.get((id(slot.layer), "output"))
+    if own is not None:
+        return own
+    consumers = [node.outbound_layer for node in slot.layer._outbound_nodes]
+    if len(consumers) != 1:
+        return None
+    nxt = consumers[0]
+    inner = getattr(nxt, "layer", None)
+    if inner is None or activation_name(inner) not in ("relu", "relu6"):
+        return None
+    return by_layer.get((id(nxt), "output"))
+
+
+def deploys_as_builtin(layer, weight_bits, input_bits, output_bits):
+    """True when the converter keeps this weighted layer a TFLM builtin (default export)."""
+    if input_bits != 8 or output_bits != 8:
+        return False
+    return weight_bits == 8 or (weight_bits == 4 and isinstance(layer, _BUILTIN_INT4_WEIGHTS))
+
+
+def link_requantization(qmodel, slots=None):
+    """Give every output quantizer of a builtin-deployed weighted layer its DoubleRounding (and
+    clear it elsewhere). Returns the number of linked quantizers."""
+    slots = quantizer_slots(qmodel) if slots is None else slots
+    by_layer = {(id(s.layer), s.kind): s for s in slots}
+    for s in slots:
+        if s.kind in ("input", "output"):
+            s.quantizer.requantization = None
+    linked = 0
+    for slot in slots:
+        if slot.kind != "weight":
+            continue
+        source = input_activation_slot(slot.layer, slots)
+        target = _fused_output_slot(slot, by_layer)
+        if source is None or target is None:
+            continue
+        if deploys_as_builtin(slot.layer.layer, slot.quantizer.num_bits, source.quantizer.num_bits,
+                              target.quantizer.num_bits):
+            target.quantizer.requantization = DoubleRounding(source.variables["scale"],
+                                                             slot.variables["scale"])
+            linked += 1
+    return linked
+
+
+__all__ = ["DoubleRounding", "deploys_as_builtin", "link_requantization"]
