@@ -17,8 +17,6 @@ from tfq_tiny.quantization.grid import int_range
 from tfq_tiny.runtime import arithmetic as ar
 from tfq_tiny.runtime import kernels as ref
 
-# The TFQ kernels requantize with TFLITE_SINGLE_ROUNDING (tflm_ext/core/tfq_arithmetic.h).
-SINGLE = "single"
 from tfq_tiny.runtime import native
 
 if not native.is_available():  # pragma: no cover - the message says what to do
@@ -141,7 +139,7 @@ def test_conv_2d_matches_reference(w_bits, in_bits, out_bits):
     rng = _rng("conv", w_bits, in_bits, out_bits)
     for i in range(CASES_PER_COMBO):
         x, filt, bias, kw = _conv_case(rng, w_bits, in_bits, out_bits)
-        expected = ref.conv_2d(x, filt, bias, rounding=SINGLE, **kw)
+        expected = ref.conv_2d(x, filt, bias, **kw)
         got = native.conv_2d(x, filt, bias, **kw, **_bits_kwargs(w_bits, in_bits, out_bits))
         _assert_same(expected, got, (i, x.shape, filt.shape, kw))
 
@@ -151,7 +149,7 @@ def test_depthwise_conv_2d_matches_reference(w_bits, in_bits, out_bits):
     rng = _rng("dw", w_bits, in_bits, out_bits)
     for i in range(CASES_PER_COMBO):
         x, filt, bias, kw = _conv_case(rng, w_bits, in_bits, out_bits, depthwise=True)
-        expected = ref.depthwise_conv_2d(x, filt, bias, rounding=SINGLE, **kw)
+        expected = ref.depthwise_conv_2d(x, filt, bias, **kw)
         got = native.depthwise_conv_2d(x, filt, bias, **kw,
                                        **_bits_kwargs(w_bits, in_bits, out_bits))
         _assert_same(expected, got, (i, x.shape, filt.shape, kw))
@@ -170,7 +168,7 @@ def test_fully_connected_matches_reference(w_bits, in_bits, out_bits):
         kw = dict(input_zp=_zero_point(rng, in_bits), output_zp=output_zp, out_multiplier=mult,
                   out_shift=shift, act_min=act_min, act_max=act_max)
         bias = _bias(rng, o, in_bits, w_bits, k)
-        expected = ref.fully_connected(x, filt, bias, rounding=SINGLE, **kw)
+        expected = ref.fully_connected(x, filt, bias, **kw)
         got = native.fully_connected(x, filt, bias, **kw,
                                      **_bits_kwargs(w_bits, in_bits, out_bits))
         _assert_same(expected, got, (i, x.shape, filt.shape, kw))

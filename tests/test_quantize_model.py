@@ -226,17 +226,16 @@ def test_biases_snapped_to_their_int32_grid(small_cnn, images):
     assert checked >= 4
 
 
-def test_builtin_outputs_simulate_tflm_double_rounding(small_cnn, images):
-    """8-bit weighted layers (TFLM builtins) get a DoubleRounding linked to their live input and
-    weight scales; it equals the shim's TFLM arithmetic, and sub-8-bit layers get none."""
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_weighted_outputs_simulate_tflm_double_rounding(small_cnn, images, policy):
+    """Weighted layers' (fused) output quantizers get a DoubleRounding linked to their live input
+    and weight scales; it equals the shim's TFLM arithmetic; other quantizers get none."""
     from tfq_tiny.quantization.requantization import DoubleRounding
     from tfq_tiny.runtime import arithmetic as ar
 
-    q8 = tfq_tiny.quantize_model(small_cnn, "w8a8", calibration_data=images)
-    linked = [s for s in quantizer_slots(q8) if getattr(s.quantizer, "requantization", None)]
-    assert {s.layer_name for s in linked} >= {"r1", "fc"}
-    q4 = tfq_tiny.quantize_model(small_cnn, "w4a4", calibration_data=images)
-    assert not [s for s in quantizer_slots(q4) if getattr(s.quantizer, "requantization", None)]
+    q = tfq_tiny.quantize_model(small_cnn, policy, calibration_data=images)
+    linked = {s.layer_name for s in quantizer_slots(q) if getattr(s.quantizer, "requantization", None)}
+    assert {"r1", "fc"} <= linked and not linked & {"add", "ap", "gap"}
 
     rng = np.random.default_rng(0)
     s_in, s_out = np.float32(0.037), np.float32(0.11)

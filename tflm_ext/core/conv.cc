@@ -71,7 +71,7 @@ void ConvImpl(const ConvParams& p, const Requant& rq, const ConstTensor& in,
           auto emit = [&](int32_t oc, uint32_t acc) {
             int32_t v = static_cast<int32_t>(acc);
             if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
-            v = Requantize(v, rq.multiplier[oc],
+            v = MultiplyByQuantizedMultiplier(v, rq.multiplier[oc],
                                               rq.shift[oc]);
             v = WrapAdd(v, p.output_offset);
             v = Clamp(v, p.act_min, p.act_max);

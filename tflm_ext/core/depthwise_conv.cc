@@ -52,7 +52,7 @@ void DepthwiseImpl(const DepthwiseParams& p, const Requant& rq,
             }
             int32_t v = static_cast<int32_t>(acc);
             if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
-            v = Requantize(v, rq.multiplier[oc],
+            v = MultiplyByQuantizedMultiplier(v, rq.multiplier[oc],
                                               rq.shift[oc]);
             v = WrapAdd(v, p.output_offset);
             v = Clamp(v, p.act_min, p.act_max);

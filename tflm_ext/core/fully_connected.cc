@@ -32,7 +32,7 @@ void FullyConnectedImpl(const FullyConnectedParams& p, const Requant& rq,
       int32_t v = static_cast<int32_t>(acc);
       if (bias.data != nullptr) v = WrapAdd(v, bias.data[oc]);
       const int32_t q = oc * rq_step;
-      v = Requantize(v, rq.multiplier[q], rq.shift[q]);
+      v = MultiplyByQuantizedMultiplier(v, rq.multiplier[q], rq.shift[q]);
       v = WrapAdd(v, p.output_offset);
       v = Clamp(v, p.act_min, p.act_max);
       SetPacked(out.data, out_base + oc, out_bits, v);

@@ -13,8 +13,8 @@ inline int32_t MaxI(int32_t a, int32_t b) { return a > b ? a : b; }
 inline int32_t MinI(int32_t a, int32_t b) { return a < b ? a : b; }
 
 // Average of a window from its plain sum: acc = sum(x) - n * zp, then
-// round(acc * M * 2^(shift - 31) / n) in one rounding (ties toward +infinity,
-// as Requantize): floor((acc * M + d / 2) / d) with d = n * 2^(31 - shift).
+// round(acc * M * 2^(shift - 31) / n) in one rounding (ties toward +infinity):
+// floor((acc * M + d / 2) / d) with d = n * 2^(31 - shift).
 // CheckAveragePoolRequant keeps |acc * M| < 2^62 and d < 2^62, so the int64
 // arithmetic is exact. The result is clamped in int64 (a large scale ratio
 // can push it past int32 before the clamp).

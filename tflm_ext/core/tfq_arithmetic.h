@@ -1,16 +1,12 @@
-// Fixed-point requantization arithmetic of TFLM's reference kernels.
+// Fixed-point requantization arithmetic, matching TFLM's reference kernels
+// with the default double rounding (TFLITE_SINGLE_ROUNDING off):
 //
-// Conv, depthwise, fully connected and the average pool requantize with TFLM's
-// TFLITE_SINGLE_ROUNDING form (one 64-bit product, one rounding shift):
+//   MultiplyByQuantizedMultiplier(x, m, s)
+//     = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2^max(s,0), m),
+//                           max(-s, 0))
 //
-//   Requantize(x, m, s) = (x * m + 2^(30 - s)) >> (31 - s)
-//
-// TFLM's default double rounding (SaturatingRoundingDoublingHighMul, then
-// RoundingDivideByPOT) rounds twice; at 4 bits the right shift is only 2-4, so
-// the first rounding moves 3-6 % of outputs one step up against the rounding
-// of the simulated (fake-quant) model. One rounding keeps the integer model
-// equal to the simulation. ADD keeps TFLM's int8 scheme (its 20-bit headroom
-// makes the double rounding harmless).
+// The simulated (fake-quant) model reproduces this double rounding
+// (tfq_tiny/quantization/requantization.py), so the two agree exactly.
 //
 // Where TFLM's int32 arithmetic could overflow (x * 2^left_shift, sums), we
 // compute the same two's complement wrap-around explicitly through uint32 so
@@ -60,16 +56,15 @@ inline int32_t RoundingDivideByPOT(int32_t x, int exponent) {
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-// round(x * multiplier * 2^(shift - 31)), ties toward +infinity, the result
-// wrapped to int32 as TFLM's int64 -> int32 cast does. shift in [-31, 30]
-// (validated by the kernels), multiplier in [0, 2^31): |x * m| < 2^62.
-inline int32_t Requantize(int32_t x, int32_t multiplier, int shift) {
-  const int total_shift = 31 - shift;
-  const int64_t round = int64_t{1} << (total_shift - 1);
-  const int64_t product = static_cast<int64_t>(x) * multiplier + round;
-  // Arithmetic right shift of a negative int64 (floor), as on every target.
-  const int64_t result = product >> total_shift;
-  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(result)));
+// shift in [-31, 30] (validated by the kernels), multiplier >= 0.
+inline int32_t MultiplyByQuantizedMultiplier(int32_t x, int32_t multiplier,
+                                             int shift) {
+  const int left_shift = shift > 0 ? shift : 0;
+  const int right_shift = shift > 0 ? 0 : -shift;
+  return RoundingDivideByPOT(
+      SaturatingRoundingDoublingHighMul(WrapShiftLeft(x, left_shift),
+                                        multiplier),
+      right_shift);
 }
 
 // As TFLM's MultiplyByQuantizedMultiplierSmallerThanOneExp (used by ADD):

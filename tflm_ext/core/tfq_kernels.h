@@ -9,7 +9,7 @@
 //
 // Arithmetic is TFLM's reference integer arithmetic (see tfq_arithmetic.h):
 //   acc  = sum (x - input_zp) * w  [+ bias]          (int32, wrap-around)
-//   out  = Requantize(acc, m[c], s[c]) + output_zp   (single rounding)
+//   out  = MultiplyByQuantizedMultiplier(acc, m[c], s[c]) + output_zp
 //   out  = clamp(out, act_min, act_max)  -> stored with the output's bits
 //
 // Conventions

@@ -56,15 +56,10 @@ int32_t RefRoundShift(int32_t x, int e) {
   return static_cast<int32_t>(v >= 0 ? (v + half) >> e : -((-v + half) >> e));
 }
 
-// TFLITE_SINGLE_ROUNDING's MultiplyByQuantizedMultiplier: floor(x * m / 2^(31 - shift) + 1/2),
-// computed in 128-bit-free exact form (|x * m| < 2^62), wrapped to int32.
 int32_t RefRequant(int32_t x, int32_t m, int shift) {
-  const int e = 31 - shift;
-  const int64_t p = static_cast<int64_t>(x) * m;
-  const int64_t q = p >= 0 ? p / (int64_t{1} << e) : -((-p + (int64_t{1} << e) - 1) / (int64_t{1} << e));
-  const int64_t r = p - q * (int64_t{1} << e);  // 0 <= r < 2^e
-  const int64_t v = q + (r >= (int64_t{1} << (e - 1)) ? 1 : 0);
-  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint64_t>(v)));
+  const int32_t shifted = static_cast<int32_t>(
+      static_cast<uint32_t>(x) << (shift > 0 ? shift : 0));
+  return RefRoundShift(RefHighMul(shifted, m), shift > 0 ? 0 : -shift);
 }
 
 int32_t RefClamp(int64_t v, int32_t lo, int32_t hi) {

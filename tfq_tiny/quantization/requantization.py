@@ -1,25 +1,23 @@
-"""The simulated output rounding of operators that TFLM runs as builtins.
+"""The simulated output rounding of weighted layers: TFLM's double rounding.
 
 A weighted operator deploys as ``out = MultiplyByQuantizedMultiplier(acc, M[c], shift[c]) + zp``
-with ``M[c] * 2^shift[c] = s_in * s_w[c] / s_out``. Our TFQ kernels round that product once,
-which is what the fake-quant output quantizer does. TFLM's builtins (int8 CONV_2D,
-DEPTHWISE_CONV_2D with INT8/INT4 filters, FULLY_CONNECTED with INT8 weights, all with 8-bit
-input and output) round twice: ``h = round(acc * M / 2^31)``, then ``round(h / 2^right)``,
-``right = -shift``. The first rounding moves values just below a .5 boundary up, in about
-``2^-(right+1)`` of the outputs per layer; the differences compound through a network.
+with ``M[c] * 2^shift[c] = s_in * s_w[c] / s_out``, which TFLM's reference kernels (and ours,
+tflm_ext) compute with gemmlowp's double rounding: ``h = round(acc * M / 2^31)``, then
+``round(h / 2^right)``, ``right = -shift``. A fake-quant quantizer rounds ``acc * M`` once; the
+first rounding of the double form moves values just below a .5 boundary up, in about
+``2^-(right+1)`` of the outputs per layer (3-6 % at 4 bits, where ``right`` is 2-4), and the
+differences compound through a network.
 
-``link_requantization(qmodel)`` finds, for every weighted layer that deploys as such a builtin,
-the activation quantizer that quantizes its (fused) output and gives it live references to the
+``link_requantization(qmodel)`` finds, for every weighted layer with a quantized input, the
+activation quantizer that quantizes its (fused) output and gives it live references to the
 input and weight scale variables; the quantizer then reproduces the double rounding from the
 current scales on every call (PTQ may train them). The links are runtime attributes, not
 configuration: ``calibrate`` and ``load_model`` make them, and a model without them simulates
-single rounding, which differs from the deployed builtins by at most one step per layer.
+single rounding, at most one step per layer from the deployed model.
 """
-from tfq_tiny._compat import keras, tf
+from tfq_tiny._compat import tf
 from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
 from tfq_tiny.quantization.configs import activation_name
-
-_BUILTIN_INT4_WEIGHTS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
 class DoubleRounding:
@@ -62,16 +60,9 @@ def _fused_output_slot(slot, by_layer):
     return by_layer.get((id(nxt), "output"))
 
 
-def deploys_as_builtin(layer, weight_bits, input_bits, output_bits):
-    """True when the converter keeps this weighted layer a TFLM builtin (default export)."""
-    if input_bits != 8 or output_bits != 8:
-        return False
-    return weight_bits == 8 or (weight_bits == 4 and isinstance(layer, _BUILTIN_INT4_WEIGHTS))
-
-
 def link_requantization(qmodel, slots=None):
-    """Give every output quantizer of a builtin-deployed weighted layer its DoubleRounding (and
-    clear it elsewhere). Returns the number of linked quantizers."""
+    """Give the output quantizer of every weighted layer with a quantized input its
+    DoubleRounding (and clear it elsewhere). Returns the number of linked quantizers."""
     slots = quantizer_slots(qmodel) if slots is None else slots
     by_layer = {(id(s.layer), s.kind): s for s in slots}
     for s in slots:
@@ -85,12 +76,10 @@ def link_requantization(qmodel, slots=None):
         target = _fused_output_slot(slot, by_layer)
         if source is None or target is None:
             continue
-        if deploys_as_builtin(slot.layer.layer, slot.quantizer.num_bits, source.quantizer.num_bits,
-                              target.quantizer.num_bits):
-            target.quantizer.requantization = DoubleRounding(source.variables["scale"],
-                                                             slot.variables["scale"])
-            linked += 1
+        target.quantizer.requantization = DoubleRounding(source.variables["scale"],
+                                                         slot.variables["scale"])
+        linked += 1
     return linked
 
 
-__all__ = ["DoubleRounding", "deploys_as_builtin", "link_requantization"]
+__all__ = ["DoubleRounding", "link_requantization"]
