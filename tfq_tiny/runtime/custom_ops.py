@@ -196,13 +196,6 @@ def _multipliers(input_scale, filter_scales, output_scale):
     return ar.quantize_multiplier_array(reals)
 
 
-# The TFQ kernels requantize with TFLM's TFLITE_SINGLE_ROUNDING arithmetic (one rounding of
-# acc * M), which is what the fake-quant model computes; TFLM's default double rounding would
-# move 3-6 % of 4-bit outputs one step up (tflm_ext/core/tfq_arithmetic.h). ADD keeps TFLM's
-# int8 scheme; the average pool rounds once by construction.
-_SINGLE_ROUNDING_OPS = ("conv_2d", "depthwise_conv_2d", "fully_connected")
-
-
 class _Backend:
     """The kernels a prepared operator calls: NumPy references or the C++ kernels via ctypes."""
 
@@ -217,8 +210,6 @@ class _Backend:
             return getattr(native, op)(*args, **bits_and_kwargs)
         for key in ("input_bits", "weight_bits", "output_bits"):
             bits_and_kwargs.pop(key, None)
-        if op in _SINGLE_ROUNDING_OPS:
-            bits_and_kwargs["rounding"] = "single"
         return getattr(kernels, op)(*args, **bits_and_kwargs)
 
 
