@@ -13,7 +13,7 @@ order):
    uniform PTQ, with each one's FLASH for the weights (``kmeans_flash`` and
    ``analysis.model_statistics``).
 
-    python -m tfq_tiny.qat.benchmark --model=cnn1d --seeds=0,1,2,3,4 --epochs=2 \\
+    python examples/qat_kmeans.py --model=cnn1d --seeds=0,1,2,3,4 --epochs=2 \\
         --output=/tmp/qat_kmeans
 
 Writes ``runs.jsonl`` (one row per seed and measurement) and prints a Markdown summary
@@ -123,7 +123,7 @@ def main(argv):
                   f"({row['uniform_flash']} B), k-means {row['kmeans_accuracy']:.2f}% "
                   f"({row['kmeans_flash']} B)")
             rows.append(row)
-    meta = {"command": " ".join([os.path.basename(sys.executable), "-m", "tfq_tiny.qat.benchmark",
+    meta = {"command": " ".join([os.path.basename(sys.executable), "examples/qat_kmeans.py",
                                  *sys.argv[1:]]),
             "model": FLAGS.model, "dataset": dataset.name, "float_test_accuracy": float_acc,
             "train_samples": len(y_train), "test_samples": len(y_test),
