@@ -280,6 +280,8 @@ class Interpreter:
             return
         scales = np.asarray(q.scale, dtype=np.float32).reshape(-1)
         zps = np.zeros(scales.shape, np.int64) if q.zeroPoint is None else np.asarray(q.zeroPoint, np.int64).reshape(-1)
+        if zps.size == 1 and scales.size > 1:
+            zps = np.repeat(zps, scales.size)  # TFLM's space saving: one zero point for all channels
         if zps.size != scales.size:
             bad(f"has {scales.size} scales but {zps.size} zero points.")
         if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
