@@ -30,32 +30,35 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "cnn1d", "Shipped model: cnn1d, res8, ds_cnn or mobilenet_v1.")
-flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR or ../shared/data).")
-flags.DEFINE_enum("method", "rl", ["rl", "fast"], "RL (DDPG) search or the fast ILP search.")
-flags.DEFINE_float("flash_kb", None, "FLASH budget in kB (1024 B); default: uniform W4A4 M1.")
-flags.DEFINE_float("ram_kb", None, "RAM budget in kB (1024 B); default: uniform W4A4 M2.")
-flags.DEFINE_integer("episodes", 60, "RL episodes.")
-flags.DEFINE_integer("warmup", None, "RL random warm-up episodes (default: episodes // 5).")
-flags.DEFINE_enum("mode", "concurrent", ["weights", "concurrent", "independent"],
-                  "weights only (activations at 8), or weights and activations together "
-                  "(concurrent) or one after the other (independent).")
-flags.DEFINE_boolean("keep_residual_8bit", False, "Fix residual-branch activations at 8 bits.")
-flags.DEFINE_integer("calibration_samples", 512, "Unlabeled training samples for calibration.")
-flags.DEFINE_integer("proxy_samples", 1000, "Labelled training samples of the proxy split.")
-flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
-flags.DEFINE_string("output", "/tmp/tfq_search", "Output directory.")
-flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
-flags.DEFINE_boolean("resume", False, "Resume the RL search from <output>/state.pkl.")
-flags.DEFINE_boolean("progress", True, "Show tqdm progress bars.")
-flags.DEFINE_enum("reward", "ptq", ["ptq", "qat"],
-                  "Score of a policy: proxy accuracy after PTQ, or after one epoch of QAT.")
-flags.DEFINE_integer("qat_samples", 2000, "Labelled training samples the QAT reward fine-tunes on "
-                     "(disjoint from the calibration and proxy draws).")
-flags.DEFINE_integer("finetune_epochs", 0, "After the search, QAT epochs of the chosen policy on "
-                     "the training split (0 = none).")
-flags.DEFINE_float("finetune_lr", 1e-4, "Adam learning rate of the QAT fine-tuning (HAQ: 1e-4).")
-flags.DEFINE_integer("finetune_batch_size", 64, "Batch size of the QAT fine-tuning.")
+def define_flags():
+    """The command-line flags (defined only when this file runs as a script, so other scripts
+    can import its functions)."""
+    flags.DEFINE_string("model", "cnn1d", "Shipped model: cnn1d, res8, ds_cnn or mobilenet_v1.")
+    flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR or ../shared/data).")
+    flags.DEFINE_enum("method", "rl", ["rl", "fast"], "RL (DDPG) search or the fast ILP search.")
+    flags.DEFINE_float("flash_kb", None, "FLASH budget in kB (1024 B); default: uniform W4A4 M1.")
+    flags.DEFINE_float("ram_kb", None, "RAM budget in kB (1024 B); default: uniform W4A4 M2.")
+    flags.DEFINE_integer("episodes", 60, "RL episodes.")
+    flags.DEFINE_integer("warmup", None, "RL random warm-up episodes (default: episodes // 5).")
+    flags.DEFINE_enum("mode", "concurrent", ["weights", "concurrent", "independent"],
+                      "weights only (activations at 8), or weights and activations together "
+                      "(concurrent) or one after the other (independent).")
+    flags.DEFINE_boolean("keep_residual_8bit", False, "Fix residual-branch activations at 8 bits.")
+    flags.DEFINE_integer("calibration_samples", 512, "Unlabeled training samples for calibration.")
+    flags.DEFINE_integer("proxy_samples", 1000, "Labelled training samples of the proxy split.")
+    flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
+    flags.DEFINE_string("output", "/tmp/tfq_search", "Output directory.")
+    flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
+    flags.DEFINE_boolean("resume", False, "Resume the RL search from <output>/state.pkl.")
+    flags.DEFINE_boolean("progress", True, "Show tqdm progress bars.")
+    flags.DEFINE_enum("reward", "ptq", ["ptq", "qat"],
+                      "Score of a policy: proxy accuracy after PTQ, or after one epoch of QAT.")
+    flags.DEFINE_integer("qat_samples", 2000, "Labelled training samples the QAT reward fine-tunes on "
+                         "(disjoint from the calibration and proxy draws).")
+    flags.DEFINE_integer("finetune_epochs", 0, "After the search, QAT epochs of the chosen policy on "
+                         "the training split (0 = none).")
+    flags.DEFINE_float("finetune_lr", 1e-4, "Adam learning rate of the QAT fine-tuning (HAQ: 1e-4).")
+    flags.DEFINE_integer("finetune_batch_size", 64, "Batch size of the QAT fine-tuning.")
 
 
 def _machine():
@@ -72,7 +75,7 @@ def _write_json(obj, path):
     os.replace(tmp, path)
 
 
-def _uniform_candidates(mm, flash, ram, choices):
+def uniform_candidates(mm, flash, ram, choices):
     """Uniform (W, A) policies with their M1/M2 and whether they fit."""
     from tfq_tiny import BitPolicy
     rows = []
@@ -203,29 +206,31 @@ def _stop_on_signals():
     signal.signal(signal.SIGINT, stop)
 
 
-def _finetune(model, policy, calib, dataset, x_test, y_test, before):
-    """QAT of the chosen policy on the training split, resumable from <output>/finetune."""
+def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, epochs, lr=1e-4,
+                    batch_size=64, directory=None, progress=True, seed=0):
+    """QAT of ``policy`` (quantized as the search scores it) on ``train_data``; resumable from
+    ``directory`` (the fine-tuned model is saved there as model.h5). Returns the record."""
     import tfq_tiny
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.qat import FineTuner
 
-    directory = os.path.join(FLAGS.output, "finetune")
-    qmodel = tfq_tiny.quantize_model(model, policy, calib, seed=FLAGS.seed)
-    tuner = FineTuner(FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
-                      checkpoint_dir=directory, log_dir=os.path.join(directory, "logs"),
-                      progress=FLAGS.progress, seed=FLAGS.seed)
+    qmodel = tfq_tiny.quantize_model(model, policy, calib, seed=seed)
+    tuner = FineTuner(epochs, lr, batch_size, checkpoint_dir=directory,
+                      log_dir=os.path.join(directory, "logs") if directory else None,
+                      progress=progress, seed=seed)
     start = time.perf_counter()
-    tuner.run(qmodel, (dataset.x_train, dataset.y_train))
+    tuner.run(qmodel, train_data)
     seconds = time.perf_counter() - start
     after = accuracy(qmodel, x_test, y_test)
-    tfq_tiny.save_model(qmodel, os.path.join(directory, "model.h5"))
-    print(f"QAT fine-tuning, {FLAGS.finetune_epochs} epoch(s): test accuracy {before:.2f}% -> "
-          f"{after:.2f}%")
-    return {"epochs": FLAGS.finetune_epochs, "lr": FLAGS.finetune_lr,
-            "batch_size": FLAGS.finetune_batch_size, "train_samples": dataset.size("train"),
-            "test_accuracy_before": before, "test_accuracy_after": after,
-            "history": tuner.history, "seconds_this_run": seconds,
-            "model": os.path.join(directory, "model.h5")}
+    saved = None
+    if directory:
+        saved = os.path.join(directory, "model.h5")
+        tfq_tiny.save_model(qmodel, saved)
+    print(f"QAT fine-tuning, {epochs} epoch(s): test accuracy {before:.2f}% -> {after:.2f}%")
+    return {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+            "train_samples": len(train_data[0]), "test_accuracy_before": before,
+            "test_accuracy_after": after, "history": tuner.history, "seconds_this_run": seconds,
+            "model": saved}
 
 
 def _markdown(summary):
@@ -253,37 +258,114 @@ def _markdown(summary):
     return "\n".join(lines)
 
 
+def load_setup(model_name, data_dir=None, seed=0, calibration_samples=512, proxy_samples=1000,
+               qat_samples=0, test_samples=0):
+    """The shipped float model and the seeded draws a search uses.
+
+    From one permutation of the training split (``seed``): the calibration samples, then
+    (disjoint) the labelled proxy split, then (disjoint) the QAT-reward samples. The test split
+    is cut to its first ``test_samples`` (0 = all). Returns a SimpleNamespace with model,
+    dataset, calib, x_proxy, y_proxy, qat_idx, x_test, y_test.
+    """
+    import types
+
+    import numpy as np
+
+    from tfq_tiny import data, models
+    from tfq_tiny._compat import keras
+
+    path = models.checkpoint_path(model_name)
+    if not os.path.exists(path):
+        raise app.UsageError(f"No shipped checkpoint for '{model_name}' at {path}; train one with "
+                             f"examples/train.py --model={model_name}.")
+    model = keras.models.load_model(path, compile=False)
+    dataset = data.load(models.DATASET_OF[model_name], data_dir=data_dir, seed=seed)
+    order = np.random.default_rng(seed).permutation(dataset.size("train"))
+    n_cal, n_proxy = calibration_samples, proxy_samples
+    proxy_idx = np.sort(order[n_cal:n_cal + n_proxy])
+    x_test, y_test = dataset.x_test, dataset.y_test
+    if test_samples:
+        x_test, y_test = x_test[:test_samples], y_test[:test_samples]
+    return types.SimpleNamespace(
+        name=model_name, model=model, dataset=dataset, order=order,
+        calib=dataset.features("train", np.sort(order[:n_cal])),
+        x_proxy=dataset.features("train", proxy_idx), y_proxy=dataset.labels("train", proxy_idx),
+        qat_idx=np.sort(order[n_cal + n_proxy:n_cal + n_proxy + qat_samples]),
+        x_test=x_test, y_test=y_test)
+
+
+def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64):
+    """The proxy scorer of a search: accuracy after PTQ, or after one epoch of QAT on the
+    setup's QAT-reward samples."""
+    from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
+
+    if reward == "qat":
+        if len(setup.qat_idx) == 0:
+            raise app.UsageError("--reward=qat needs --qat_samples > 0 training samples left after "
+                                 "the calibration and proxy draws.")
+        ds = setup.dataset
+        return QATProxyEvaluator(
+            setup.model, setup.calib, setup.x_proxy, setup.y_proxy, seed=seed, lr=lr,
+            finetune_batch_size=batch_size,
+            train_data=(ds.features("train", setup.qat_idx), ds.labels("train", setup.qat_idx)))
+    return ProxyEvaluator(setup.model, setup.calib, setup.x_proxy, setup.y_proxy, seed=seed)
+
+
+def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_path=None,
+             title=""):
+    """Fast search (sensitivity + ILP). Returns {assignment, policy, proxy_accuracy, seconds,
+    extra} (extra: sensitivity, ILP time, objective); draws search.png at ``plot_path``."""
+    from tfq_tiny.search.knapsack import fast_search
+
+    start = time.perf_counter()
+    solution, sens = fast_search(mm, evaluator, flash, ram, mode=mode, progress=progress)
+    seconds = time.perf_counter() - start
+    proxy_acc = evaluator.accuracy(solution.policy)
+    extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,
+             "sensitivity_seconds": sens.seconds, "objective": solution.objective}
+    if plot_path:
+        plot_fast(mm, solution.assignment, sens, flash, ram, plot_path, title)
+    return {"assignment": solution.assignment, "policy": solution.policy,
+            "proxy_accuracy": proxy_acc, "seconds": seconds, "extra": extra}
+
+
+def run_rl(mm, evaluator, flash, ram, config, state_path=None, resume=False, progress=True,
+           plot_path=None, title=""):
+    """DDPG search with ``config`` (an RLConfig), resumable from ``state_path``. Returns
+    {assignment, policy (None if stopped before any episode fitted), proxy_accuracy, seconds,
+    interrupted, extra} (extra: episodes, config, history, reward evaluations)."""
+    from tfq_tiny.search.rl import RLSearch
+
+    search = RLSearch(mm, evaluator.accuracy, flash, ram, config, state_path, resume=resume)
+    result = search.run(progress=progress)
+    extra = {"episodes_done": result.episodes, "interrupted": result.interrupted,
+             "rl_config": config.to_dict(), "history": result.history,
+             "reward_evaluations": len(search.cache)}
+    if result.history and plot_path:
+        plot_rl(result.history, [str(v) for v in mm.variables], flash, ram, plot_path, title,
+                config.reward)
+    return {"assignment": result.assignment, "policy": result.policy,
+            "proxy_accuracy": result.accuracy, "seconds": result.seconds,
+            "interrupted": result.interrupted, "extra": extra}
+
+
 def main(argv):
     del argv
     _stop_on_signals()
-    import numpy as np
-
     import tfq_tiny
-    from tfq_tiny import BitPolicy, data, models
-    from tfq_tiny._compat import keras
+    from tfq_tiny import BitPolicy
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.io import atomic_write
     from tfq_tiny.search import MemoryModel, memory
-    from tfq_tiny.search.knapsack import fast_search
-    from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
-    from tfq_tiny.search.rl import RLConfig, RLSearch
+    from tfq_tiny.search.rl import RLConfig
 
     os.makedirs(FLAGS.output, exist_ok=True)
-    path = models.checkpoint_path(FLAGS.model)
-    if not os.path.exists(path):
-        raise app.UsageError(f"No shipped checkpoint for '{FLAGS.model}' at {path}; train one with "
-                             f"examples/train.py --model={FLAGS.model}.")
-    model = keras.models.load_model(path, compile=False)
-    dataset = data.load(models.DATASET_OF[FLAGS.model], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
-    order = np.random.default_rng(FLAGS.seed).permutation(dataset.size("train"))
+    setup = load_setup(FLAGS.model, FLAGS.data_dir, FLAGS.seed, FLAGS.calibration_samples,
+                       FLAGS.proxy_samples, FLAGS.qat_samples if FLAGS.reward == "qat" else 0,
+                       FLAGS.test_samples)
+    model, dataset, calib = setup.model, setup.dataset, setup.calib
+    x_test, y_test, qat_idx = setup.x_test, setup.y_test, setup.qat_idx
     n_cal, n_proxy = FLAGS.calibration_samples, FLAGS.proxy_samples
-    calib = dataset.features("train", np.sort(order[:n_cal]))
-    proxy_idx = np.sort(order[n_cal:n_cal + n_proxy])
-    x_proxy, y_proxy = dataset.features("train", proxy_idx), dataset.labels("train", proxy_idx)
-    qat_idx = np.sort(order[n_cal + n_proxy:n_cal + n_proxy + FLAGS.qat_samples])
-    x_test, y_test = dataset.x_test, dataset.y_test
-    if FLAGS.test_samples:
-        x_test, y_test = x_test[:FLAGS.test_samples], y_test[:FLAGS.test_samples]
 
     mm = MemoryModel(model, keep_residual_8bit=FLAGS.keep_residual_8bit)
     w4a4 = BitPolicy.uniform(4, 4)
@@ -293,51 +375,28 @@ def main(argv):
     print(f"{FLAGS.model}: {len(mm.variables)} variables, budgets FLASH {flash:,} B / RAM "
           f"{ram:,} B (uniform W4A4: {flash_w4a4:,} / {ram_w4a4:,}); minimum reachable "
           f"{mm.minimum()}")
-    if FLAGS.reward == "qat":
-        if len(qat_idx) == 0:
-            raise app.UsageError("--reward=qat needs --qat_samples > 0 training samples left after "
-                                 "the calibration and proxy draws.")
-        evaluator = QATProxyEvaluator(
-            model, calib, x_proxy, y_proxy, seed=FLAGS.seed, lr=FLAGS.finetune_lr,
-            finetune_batch_size=FLAGS.finetune_batch_size,
-            train_data=(dataset.features("train", qat_idx), dataset.labels("train", qat_idx)))
-    else:
-        evaluator = ProxyEvaluator(model, calib, x_proxy, y_proxy, seed=FLAGS.seed)
-
-    start = time.perf_counter()
-    extra = {}
+    evaluator = make_evaluator(setup, FLAGS.reward, FLAGS.seed, FLAGS.finetune_lr,
+                               FLAGS.finetune_batch_size)
+    plot_path = os.path.join(FLAGS.output, "search.png")
     if FLAGS.method == "fast":
-        solution, sens = fast_search(mm, evaluator, flash, ram, mode=FLAGS.mode,
-                                     progress=FLAGS.progress)
-        seconds = time.perf_counter() - start
-        assignment, policy = solution.assignment, solution.policy
-        proxy_acc = evaluator.accuracy(policy)
-        extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,
-                 "sensitivity_seconds": sens.seconds, "objective": solution.objective}
-        plot_fast(mm, assignment, sens, flash, ram, os.path.join(FLAGS.output, "search.png"),
-                  f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}")
+        found = run_fast(mm, evaluator, flash, ram, FLAGS.mode, FLAGS.progress, plot_path,
+                         f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}")
     else:
         config = RLConfig(episodes=FLAGS.episodes, mode=FLAGS.mode, seed=FLAGS.seed,
                           reward=FLAGS.reward,
                           warmup=FLAGS.warmup if FLAGS.warmup is not None
                           else max(1, FLAGS.episodes // 5))
-        search = RLSearch(mm, evaluator.accuracy, flash, ram, config,
-                          os.path.join(FLAGS.output, "state.pkl"), resume=FLAGS.resume)
-        result = search.run(progress=FLAGS.progress)
-        seconds = result.seconds
-        assignment, policy, proxy_acc = result.assignment, result.policy, result.accuracy
-        extra = {"episodes_done": result.episodes, "interrupted": result.interrupted,
-                 "rl_config": config.to_dict(), "history": result.history,
-                 "reward_evaluations": len(search.cache)}
-        if result.history:
-            plot_rl(result.history, [str(v) for v in mm.variables], flash, ram,
-                    os.path.join(FLAGS.output, "search.png"),
-                    f"{FLAGS.model}: HAQ-for-MCU DDPG search, mode {FLAGS.mode}, seed "
-                    f"{FLAGS.seed}", FLAGS.reward)
-        if result.interrupted:
-            print(f"interrupted after {result.episodes} episodes; resume with --resume")
-        if policy is None:
+        found = run_rl(mm, evaluator, flash, ram, config,
+                       os.path.join(FLAGS.output, "state.pkl"), FLAGS.resume, FLAGS.progress,
+                       plot_path, f"{FLAGS.model}: HAQ-for-MCU DDPG search, mode {FLAGS.mode}, "
+                       f"seed {FLAGS.seed}")
+        if found["interrupted"]:
+            print(f"interrupted after {found['extra']['episodes_done']} episodes; resume with "
+                  "--resume")
+        if found["policy"] is None:
             return
+    assignment, policy, proxy_acc = found["assignment"], found["policy"], found["proxy_accuracy"]
+    seconds, extra = found["seconds"], found["extra"]
 
     with open(os.path.join(FLAGS.output, "policy.json"), "w") as f:
         f.write(policy.to_json(indent=1))
@@ -348,7 +407,7 @@ def main(argv):
     float_acc = accuracy(model, x_test, y_test)
     test_acc = accuracy(tfq_tiny.quantize_model(model, policy, calib, seed=FLAGS.seed),
                         x_test, y_test)
-    uniform = _uniform_candidates(mm, flash, ram, mm.choices)
+    uniform = uniform_candidates(mm, flash, ram, mm.choices)
     for row in uniform:
         if row["fits"] or row["policy"] == "W4A4":
             q = tfq_tiny.quantize_model(model, row["policy"].lower(), calib, seed=FLAGS.seed)
@@ -360,7 +419,10 @@ def main(argv):
           f"{w4a4_acc:.2f}%" + (f", best fitting uniform {best_uniform['policy']} "
                                 f"{best_uniform['test_accuracy']:.2f}%" if best_uniform else ""))
     if FLAGS.finetune_epochs > 0:
-        extra["finetune"] = _finetune(model, policy, calib, dataset, x_test, y_test, test_acc)
+        extra["finetune"] = finetune_policy(
+            model, policy, calib, (dataset.x_train, dataset.y_train), x_test, y_test, test_acc,
+            FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
+            os.path.join(FLAGS.output, "finetune"), FLAGS.progress, FLAGS.seed)
     summary = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "model": FLAGS.model, "dataset": dataset.name, "method": FLAGS.method,
@@ -381,4 +443,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
