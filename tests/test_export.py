@@ -276,6 +276,11 @@ def test_mixed_policy_operator_table(exports):
     dw_zero_point = int(next(t for t in graph.tensors if t.name == b"dw").quantization.zeroPoint[0])
     assert options["dw"].get("act_min", -2) == max(-2, dw_zero_point)  # ReLU6 folded into the range
     assert options["c1"]["input_bits"] == 4
+    # packed tensors are declared [1, bytes]; the operators carry their logical shapes
+    assert options["c1"]["input_shape"] == [1, 12, 12, 3] and "output_shape" not in options["c1"]
+    assert options["dw"]["output_shape"] == [1, 12, 12, 16]
+    dw_out = next(t for t in graph.tensors if t.name == b"dw")
+    assert list(dw_out.shape) == [1, 12 * 12 * 16 * 2 // 8]
     assert "weight_bits" not in options["c1"] and "output_bits" not in options["c1"]
     assert "output_bits" not in options["fc"] and options["fc"]["weight_bits"] == 2
     assert all("stride_h" not in options[k] and "dilation_w" not in options[k] for k in ("c1", "dw", "pw", "sc"))
@@ -300,14 +305,18 @@ def test_sub_8bit_input_is_stored_packed(exports):
     _, model_bytes, x = exports("image", "w4a4")
     meta = read_metadata(model_bytes)
     grid = meta["inputs"][0]
-    assert grid["bits"] == 4 and grid["storage_bits"] == 4
-    image = quantize_input(meta, x[:1])[0]
+    assert meta["layout_version"] == 2
+    assert grid["bits"] == 4 and grid["storage_bits"] == 4 and grid["shape"] == [1, 12, 12, 3]
+    rows = quantize_input(meta, x[:3])
+    assert rows.shape == (3, 216) and rows.dtype == np.int8  # 432 int4 values per sample
+    assert list(Interpreter(model_content=model_bytes).get_input_details()[0]["shape"]) == [1, 216]
     scaled = x[0] / np.float32(grid["scale"])
     values = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5)) + grid["zero_point"], -8, 7)
-    packed = packing.pack(values.astype(np.int8), 4)
-    assert np.array_equal(image.reshape(-1)[:packed.size].view(np.uint8), packed)
-    assert not np.any(image.reshape(-1)[packed.size:])
-    assert np.array_equal(custom_ops.unpack_storage(image, 4), values)
+    assert np.array_equal(rows[0].view(np.uint8), packing.pack(values.astype(np.int8), 4))
+    assert np.array_equal(custom_ops.unpack_storage(rows[0], 4, grid["shape"]), values[None])
+    assert np.array_equal(quantize_input(meta, x[0]), rows[:1])  # one sample, no batch axis
+    with pytest.raises(TfqError, match="logical shape"):
+        quantize_input(meta, x[0, :5])
 
 
 # ---- (e) size --------------------------------------------------------------------------------------
@@ -442,6 +451,9 @@ def _with_custom_options(model_bytes, code, options_bytes):
     return flatbuffer.write_model(model)
 
 
+C1_SHAPES = {"input_shape": [1, 12, 12, 3], "output_shape": [1, 12, 12, 8]}  # image W4A4, first conv
+
+
 @pytest.mark.parametrize("options,match", [
     (None, "custom options are missing"),
     (b"\x01\x02", "flexbuffer"),
@@ -450,7 +462,13 @@ def _with_custom_options(model_bytes, code, options_bytes):
     (bytes(flexbuffers.Dumps({"padding": "SAME", "stride_h": "2"})), "'stride_h' must be an integer"),
     (bytes(flexbuffers.Dumps({"padding": "SAME", "weight_bits": 3})), "weight_bits"),
     (bytes(flexbuffers.Dumps({"padding": "SAME", "input_bits": 4, "weight_bits": 4, "output_bits": 4,
-                              "act_min": -9})), "act_min/act_max"),
+                              "act_min": -9, **C1_SHAPES})), "act_min/act_max"),
+    (bytes(flexbuffers.Dumps({"padding": "SAME", "input_bits": 4, "weight_bits": 4, "output_bits": 4,
+                              "input_shape": [1, 12, "12", 3]})), "'input_shape' must be a vector"),
+    (bytes(flexbuffers.Dumps({"padding": "SAME", "input_bits": 4, "weight_bits": 4, "output_bits": 4,
+                              **dict(C1_SHAPES, input_shape=[1, 24, 12, 3])})), "holds 216 bytes"),
+    (bytes(flexbuffers.Dumps({"padding": "SAME", "input_bits": 4, "weight_bits": 4, "output_bits": 4})),
+     "4-D"),  # without its logical shapes, the [1, 216] packed input is not an image
 ])
 def test_bad_custom_options_fail_at_load(exports, options, match):
     _, model_bytes, _ = exports("image", "w4a4")

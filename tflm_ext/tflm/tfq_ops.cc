@@ -2,14 +2,18 @@
 // tflm_ext/README.md for the operator contract).
 //
 //   Init:    parse the flexbuffer custom options into a persistent OpData.
-//   Prepare: check tensor types/sizes/quantization, derive the fixed-point
-//            parameters exactly as TFLM's builtin int8 kernels do (per-channel
+//   Prepare: resolve each activation's logical dims (the options'
+//            input_shape / input2_shape / output_shape when given: the
+//            converter declares a packed activation at its byte size, so its
+//            own dims are [1, bytes]; else the tensor's dims), check tensor
+//            types/sizes/quantization, derive the fixed-point parameters
+//            exactly as TFLM's builtin int8 kernels do (per-channel
 //            QuantizeMultiplier of input_scale * filter_scale / output_scale;
 //            ADD's left_shift 20 scheme; the average pool's
 //            QuantizeMultiplier of input_scale / output_scale), compute
 //            SAME/VALID padding.
-//   Eval:    wrap the eval tensors as packed views and call the core kernel.
-//            No allocation, no scratch buffer.
+//   Eval:    wrap the eval tensors as packed views with the logical dims and
+//            call the core kernel. No allocation, no scratch buffer.
 #include "tfq_ops.h"
 
 #include <cmath>
@@ -31,6 +35,12 @@ namespace {
 
 enum Padding : int32_t { kPaddingMissing = 0, kPaddingSame = 1, kPaddingValid = 2 };
 
+// Dims of an activation as the kernel sees it; rank 0 = not given.
+struct Dims {
+  int32_t rank = 0;
+  int32_t d[tfq::kMaxRank] = {0, 0, 0, 0};
+};
+
 struct Options {
   int32_t stride_h = 1, stride_w = 1;
   int32_t dilation_h = 1, dilation_w = 1;
@@ -40,11 +50,13 @@ struct Options {
   int32_t input_bits = 8, input2_bits = 8, weight_bits = 8, output_bits = 8;
   bool has_act_min = false, has_act_max = false;
   int32_t act_min = 0, act_max = 0;
+  Dims input_shape, input2_shape, output_shape;  // logical shapes of packed tensors
   bool bad_options = false;  // a key of the wrong type / unparsable map
 };
 
 struct OpData {
   Options opt;
+  Dims in, in2, out;  // resolved logical dims of the activations (Prepare)
   // Derived in Prepare (only the member of the op's kind is used).
   union {
     tfq::ConvParams conv;
@@ -69,6 +81,40 @@ bool ReadInt(const flexbuffers::Map& map, const char* key, int32_t* out,
   *out = ref.AsInt32();
   if (present != nullptr) *present = true;
   return true;
+}
+
+// A shape: 1..kMaxRank positive integers whose product fits int32.
+template <typename Vector>
+bool ReadDims(const Vector& vector, Dims* out) {
+  const size_t rank = vector.size();
+  if (rank < 1 || rank > static_cast<size_t>(tfq::kMaxRank)) return false;
+  int64_t count = 1;
+  for (size_t i = 0; i < rank; ++i) {
+    const flexbuffers::Reference dim = vector[i];
+    if (!dim.IsIntOrUint()) return false;
+    const int64_t value = dim.AsInt64();
+    if (value < 1 || value > INT32_MAX) return false;
+    count *= value;
+    if (count > INT32_MAX) return false;
+    out->d[i] = static_cast<int32_t>(value);
+  }
+  out->rank = static_cast<int32_t>(rank);
+  return true;
+}
+
+void ReadShape(const flexbuffers::Map& map, const char* key, Dims* out, Options* opt) {
+  const flexbuffers::Reference ref = map[key];
+  if (ref.IsNull()) return;
+  bool ok = false;
+  if (ref.IsTypedVector()) {
+    ok = ReadDims(ref.AsTypedVector(), out);
+  } else if (ref.IsVector() && !ref.IsMap()) {
+    ok = ReadDims(ref.AsVector(), out);
+  }
+  if (!ok) {
+    out->rank = 0;
+    opt->bad_options = true;
+  }
 }
 
 void ParseOptions(const char* buffer, size_t length, Options* opt) {
@@ -97,6 +143,9 @@ void ParseOptions(const char* buffer, size_t length, Options* opt) {
   ReadInt(map, "output_bits", &opt->output_bits, nullptr, opt);
   ReadInt(map, "act_min", &opt->act_min, &opt->has_act_min, opt);
   ReadInt(map, "act_max", &opt->act_max, &opt->has_act_max, opt);
+  ReadShape(map, "input_shape", &opt->input_shape, opt);
+  ReadShape(map, "input2_shape", &opt->input2_shape, opt);
+  ReadShape(map, "output_shape", &opt->output_shape, opt);
   const flexbuffers::Reference padding = map["padding"];
   if (!padding.IsNull()) {
     if (!padding.IsString()) {
@@ -160,18 +209,43 @@ int64_t NumElements(const TfLiteIntArray* dims) {
   return n;
 }
 
+int64_t Count(const Dims& dims) {
+  int64_t n = dims.rank > 0 ? 1 : 0;
+  for (int i = 0; i < dims.rank; ++i) n *= dims.d[i];
+  return n;
+}
+
+// The logical dims of a tensor: `given` (from the options) when present, else
+// the tensor's own dims. False for a rank outside 1..kMaxRank or a dim < 1.
+bool ResolveDims(const Dims& given, const TfLiteIntArray* dims, Dims* out) {
+  if (given.rank > 0) {
+    *out = given;
+    return true;
+  }
+  if (dims == nullptr || dims->size < 1 || dims->size > tfq::kMaxRank) return false;
+  out->rank = dims->size;
+  for (int i = 0; i < dims->size; ++i) {
+    if (dims->data[i] < 1) return false;
+    out->d[i] = dims->data[i];
+  }
+  return true;
+}
+
 // Packed tensors may be typed INT8 (packed bytes of any width, or plain
 // int8), UINT8 (raw bytes) or INT4 (width 4); with TFQ_ACCEPT_TFLITE_INT2,
-// also INT2 (width 2). The tensor must hold at least the packed byte count.
-bool StorageOk(const TfLiteTensor* t, int32_t bits) {
+// also INT2 (width 2). The tensor must hold at least the packed byte count of
+// its `logical` dims. An INT8/UINT8 tensor below 8 bits may be declared at
+// its byte size (any dims); otherwise its element count is the logical one.
+bool StorageOk(const TfLiteTensor* t, int32_t bits, const Dims& logical) {
   if (!tfq::IsSupportedBits(bits)) return false;
   bool type_ok = t->type == kTfLiteInt8 || t->type == kTfLiteUInt8 ||
                  (t->type == kTfLiteInt4 && bits == 4);
 #ifdef TFQ_ACCEPT_TFLITE_INT2
   type_ok = type_ok || (t->type == kTfLiteInt2 && bits == 2);
 #endif
-  const int64_t n = NumElements(t->dims);
-  return type_ok && n > 0 &&
+  const bool byte_sized = bits < 8 && (t->type == kTfLiteInt8 || t->type == kTfLiteUInt8);
+  const int64_t n = Count(logical);
+  return type_ok && n > 0 && (byte_sized || NumElements(t->dims) == n) &&
          static_cast<uint64_t>(t->bytes) >=
              tfq::PackedBytes(static_cast<uint64_t>(n), bits);
 }
@@ -254,9 +328,10 @@ bool SpatialPadding(int32_t padding, int32_t in, int32_t k, int32_t stride,
   return o > 0;
 }
 
-// Shared Prepare of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED:
-// quantization of input, filter (per channel, zero point 0), bias, output;
-// fills data->multiplier/shift for `channels` output channels.
+// Shared Prepare of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (after the
+// caller resolved data->in / data->out): storage, quantization of input,
+// filter (per channel, zero point 0), bias, output; fills
+// data->multiplier/shift for `channels` output channels.
 TfLiteStatus PrepareWeighted(const char* op, TfLiteContext* context,
                              OpData* data, const TfLiteTensor* input,
                              const TfLiteTensor* filter,
@@ -264,12 +339,14 @@ TfLiteStatus PrepareWeighted(const char* op, TfLiteContext* context,
                              const TfLiteTensor* output, int32_t channels,
                              int32_t* input_zp, int32_t* output_zp) {
   const Options& opt = data->opt;
-  TFQ_ENSURE(op, StorageOk(input, opt.input_bits),
-             "input type/size does not fit input_bits");
-  TFQ_ENSURE(op, StorageOk(filter, opt.weight_bits),
+  Dims filter_dims;
+  TFQ_ENSURE(op, StorageOk(input, opt.input_bits, data->in),
+             "input type/size does not fit input_bits and its shape");
+  TFQ_ENSURE(op, ResolveDims(Dims{}, filter->dims, &filter_dims) &&
+                     StorageOk(filter, opt.weight_bits, filter_dims),
              "filter type/size does not fit weight_bits");
-  TFQ_ENSURE(op, StorageOk(output, opt.output_bits),
-             "output type/size does not fit output_bits");
+  TFQ_ENSURE(op, StorageOk(output, opt.output_bits, data->out),
+             "output type/size does not fit output_bits and its shape");
   TFQ_ENSURE(op, channels > 0, "no output channels");
   if (bias != nullptr) {
     TFQ_ENSURE(op, bias->type == kTfLiteInt32 && NumElements(bias->dims) == channels,
@@ -309,25 +386,28 @@ TfLiteStatus PrepareWeighted(const char* op, TfLiteContext* context,
 
 // ---- Eval helpers ----------------------------------------------------------------
 
+// A packed view of eval tensor `t` with the logical `dims` Prepare resolved.
 template <typename View, typename Eval>
-bool MakeView(Eval* t, int32_t bits, int32_t want_rank, View* view) {
-  if (t == nullptr || t->dims == nullptr || t->dims->size > tfq::kMaxRank ||
-      t->dims->size < 1 || (want_rank > 0 && t->dims->size != want_rank)) {
-    return false;
-  }
+bool MakeView(Eval* t, int32_t bits, const Dims& dims, View* view) {
+  if (t == nullptr || dims.rank < 1 || dims.rank > tfq::kMaxRank) return false;
   view->data = static_cast<decltype(view->data)>(t->data.data);
   view->bits = bits;
-  view->rank = t->dims->size;
-  int64_t n = 1;
-  for (int i = 0; i < view->rank; ++i) {
-    view->dims[i] = t->dims->data[i];
-    n *= t->dims->data[i] > 0 ? t->dims->data[i] : 0;
-  }
+  view->rank = dims.rank;
+  for (int i = 0; i < dims.rank; ++i) view->dims[i] = dims.d[i];
   // Prepare checked that the tensor holds this many bytes.
   view->bytes = tfq::IsSupportedBits(bits)
-                    ? static_cast<size_t>(tfq::PackedBytes(static_cast<uint64_t>(n), bits))
+                    ? static_cast<size_t>(
+                          tfq::PackedBytes(static_cast<uint64_t>(Count(dims)), bits))
                     : 0;
   return true;
+}
+
+// A packed view of a filter with its own dims, of rank `rank`.
+template <typename View, typename Eval>
+bool MakeFilterView(Eval* t, int32_t bits, int32_t rank, View* view) {
+  Dims dims;
+  return t != nullptr && ResolveDims(Dims{}, t->dims, &dims) && dims.rank == rank &&
+         MakeView(t, bits, dims, view);
 }
 
 TfLiteStatus Report(const char* op, tfq::Status status) {
@@ -361,8 +441,9 @@ TfLiteStatus PrepareConv(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* output = temps.Output(node, 0);
   TFQ_ENSURE(op, input != nullptr && filter != nullptr && output != nullptr,
              "missing tensor");
-  TFQ_ENSURE(op, input->dims->size == 4 && filter->dims->size == 4 &&
-                     output->dims->size == 4,
+  TFQ_ENSURE(op, ResolveDims(opt.input_shape, input->dims, &data->in) &&
+                     ResolveDims(opt.output_shape, output->dims, &data->out) &&
+                     data->in.rank == 4 && filter->dims->size == 4 && data->out.rank == 4,
              "input, filter and output must be 4-D");
   const int32_t channels = kDepthwise ? filter->dims->data[3] : filter->dims->data[0];
   int32_t input_zp = 0, output_zp = 0;
@@ -370,13 +451,12 @@ TfLiteStatus PrepareConv(TfLiteContext* context, TfLiteNode* node) {
                                              output, channels, &input_zp, &output_zp));
   int32_t pad_h = 0, pad_w = 0, out_h = 0, out_w = 0;
   TFQ_ENSURE(op,
-             SpatialPadding(opt.padding, input->dims->data[1], filter->dims->data[1],
+             SpatialPadding(opt.padding, data->in.d[1], filter->dims->data[1],
                             opt.stride_h, opt.dilation_h, &pad_h, &out_h) &&
-                 SpatialPadding(opt.padding, input->dims->data[2],
-                                filter->dims->data[2], opt.stride_w, opt.dilation_w,
-                                &pad_w, &out_w),
+                 SpatialPadding(opt.padding, data->in.d[2], filter->dims->data[2],
+                                opt.stride_w, opt.dilation_w, &pad_w, &out_w),
              "bad padding/stride/dilation options");
-  TFQ_ENSURE(op, out_h == output->dims->data[1] && out_w == output->dims->data[2],
+  TFQ_ENSURE(op, out_h == data->out.d[1] && out_w == data->out.d[2],
              "output height/width do not match padding and strides");
   int32_t act_min = 0, act_max = 0;
   ActRange(opt, &act_min, &act_max);
@@ -399,10 +479,11 @@ TfLiteStatus EvalConv(TfLiteContext* context, TfLiteNode* node) {
   const Options& opt = data->opt;
   tfq::ConstTensor in{}, filter{};
   tfq::Tensor out{};
-  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, 4, &in) ||
-      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.weight_bits, 4,
-                &filter) ||
-      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, 4,
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, data->in,
+                &in) ||
+      !MakeFilterView(tflite::micro::GetEvalInput(context, node, 1), opt.weight_bits, 4,
+                      &filter) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, data->out,
                 &out)) {
     return Report(op, tfq::kErrBadRank);
   }
@@ -434,11 +515,14 @@ TfLiteStatus PrepareFullyConnected(TfLiteContext* context, TfLiteNode* node) {
   TFQ_ENSURE(op, input != nullptr && filter != nullptr && output != nullptr,
              "missing tensor");
   TFQ_ENSURE(op, filter->dims->size == 2, "filter must be [out, in]");
+  TFQ_ENSURE(op, ResolveDims(data->opt.input_shape, input->dims, &data->in) &&
+                     ResolveDims(data->opt.output_shape, output->dims, &data->out),
+             "input and output need 1 to 4 positive dims");
   const int32_t channels = filter->dims->data[0];
   const int32_t depth = filter->dims->data[1];
-  const int64_t in_count = NumElements(input->dims);
+  const int64_t in_count = Count(data->in);
   TFQ_ENSURE(op, depth > 0 && in_count % depth == 0 &&
-                     NumElements(output->dims) == (in_count / depth) * channels,
+                     Count(data->out) == (in_count / depth) * channels,
              "input/output sizes do not match the filter");
   int32_t input_zp = 0, output_zp = 0;
   TF_LITE_ENSURE_OK(context, PrepareWeighted(op, context, data, input, filter, bias,
@@ -455,10 +539,11 @@ TfLiteStatus EvalFullyConnected(TfLiteContext* context, TfLiteNode* node) {
   const Options& opt = data->opt;
   tfq::ConstTensor in{}, filter{};
   tfq::Tensor out{};
-  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, 0, &in) ||
-      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.weight_bits, 2,
-                &filter) ||
-      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, 0,
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, data->in,
+                &in) ||
+      !MakeFilterView(tflite::micro::GetEvalInput(context, node, 1), opt.weight_bits, 2,
+                      &filter) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, data->out,
                 &out)) {
     return Report(op, tfq::kErrBadRank);
   }
@@ -496,9 +581,14 @@ TfLiteStatus PrepareAdd(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* in2 = temps.Input(node, 1);
   const TfLiteTensor* output = temps.Output(node, 0);
   TFQ_ENSURE(op, in1 != nullptr && in2 != nullptr && output != nullptr, "missing tensor");
-  TFQ_ENSURE(op, StorageOk(in1, opt.input_bits) && StorageOk(in2, opt.input2_bits) &&
-                     StorageOk(output, opt.output_bits),
-             "tensor type/size does not fit the bit widths");
+  TFQ_ENSURE(op, ResolveDims(opt.input_shape, in1->dims, &data->in) &&
+                     ResolveDims(opt.input2_shape, in2->dims, &data->in2) &&
+                     ResolveDims(opt.output_shape, output->dims, &data->out),
+             "inputs and output need 1 to 4 positive dims");
+  TFQ_ENSURE(op, StorageOk(in1, opt.input_bits, data->in) &&
+                     StorageOk(in2, opt.input2_bits, data->in2) &&
+                     StorageOk(output, opt.output_bits, data->out),
+             "tensor type/size does not fit the bit widths and shapes");
   const TfLiteAffineQuantization* q1 = Affine(in1);
   const TfLiteAffineQuantization* q2 = Affine(in2);
   const TfLiteAffineQuantization* qo = Affine(output);
@@ -538,9 +628,12 @@ TfLiteStatus EvalAdd(TfLiteContext* context, TfLiteNode* node) {
   const Options& opt = data->opt;
   tfq::ConstTensor in1{}, in2{};
   tfq::Tensor out{};
-  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, 0, &in1) ||
-      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.input2_bits, 0, &in2) ||
-      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, 0, &out)) {
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, data->in,
+                &in1) ||
+      !MakeView(tflite::micro::GetEvalInput(context, node, 1), opt.input2_bits, data->in2,
+                &in2) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, data->out,
+                &out)) {
     return Report(kAddName, tfq::kErrBadRank);
   }
   return Report(kAddName, tfq::Add(data->params.add, in1, in2, out));
@@ -561,10 +654,13 @@ TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* input = temps.Input(node, 0);
   const TfLiteTensor* output = temps.Output(node, 0);
   TFQ_ENSURE(op, input != nullptr && output != nullptr, "missing tensor");
-  TFQ_ENSURE(op, input->dims->size == 4 && output->dims->size == 4,
+  TFQ_ENSURE(op, ResolveDims(opt.input_shape, input->dims, &data->in) &&
+                     ResolveDims(opt.output_shape, output->dims, &data->out) &&
+                     data->in.rank == 4 && data->out.rank == 4,
              "input and output must be 4-D");
-  TFQ_ENSURE(op, StorageOk(input, opt.input_bits) && StorageOk(output, opt.output_bits),
-             "tensor type/size does not fit the bit widths");
+  TFQ_ENSURE(op, StorageOk(input, opt.input_bits, data->in) &&
+                     StorageOk(output, opt.output_bits, data->out),
+             "tensor type/size does not fit the bit widths and shapes");
   const TfLiteAffineQuantization* qi = Affine(input);
   const TfLiteAffineQuantization* qo = Affine(output);
   TFQ_ENSURE(op, qi != nullptr && qo != nullptr,
@@ -588,12 +684,12 @@ TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE_OK(context, CheckRanges(op, input_zp, opt.input_bits, output_zp, opt));
   int32_t pad_h = 0, pad_w = 0, out_h = 0, out_w = 0;
   TFQ_ENSURE(op,
-             SpatialPadding(opt.padding, input->dims->data[1], opt.filter_h, opt.stride_h,
-                            1, &pad_h, &out_h) &&
-                 SpatialPadding(opt.padding, input->dims->data[2], opt.filter_w,
-                                opt.stride_w, 1, &pad_w, &out_w),
+             SpatialPadding(opt.padding, data->in.d[1], opt.filter_h, opt.stride_h, 1,
+                            &pad_h, &out_h) &&
+                 SpatialPadding(opt.padding, data->in.d[2], opt.filter_w, opt.stride_w, 1,
+                                &pad_w, &out_w),
              "bad filter/padding/stride options");
-  TFQ_ENSURE(op, out_h == output->dims->data[1] && out_w == output->dims->data[2],
+  TFQ_ENSURE(op, out_h == data->out.d[1] && out_w == data->out.d[2],
              "output height/width do not match padding and strides");
   int32_t act_min = 0, act_max = 0;
   ActRange(opt, &act_min, &act_max);
@@ -613,10 +709,10 @@ TfLiteStatus EvalPool(TfLiteContext* context, TfLiteNode* node) {
   const OpData* data = static_cast<const OpData*>(node->user_data);
   tfq::ConstTensor in{};
   tfq::Tensor out{};
-  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), data->opt.input_bits, 4,
-                &in) ||
-      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), data->opt.output_bits, 4,
-                &out)) {
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), data->opt.input_bits,
+                data->in, &in) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), data->opt.output_bits,
+                data->out, &out)) {
     return Report(op, tfq::kErrBadRank);
   }
   return Report(op, kAverage ? tfq::AveragePool(data->params.pool, in, out)

@@ -18,10 +18,15 @@ then rewrite its output through the schema object API:
    (global average pooling) becomes a full-window average pool (+ RESHAPE): TFLite's builtin
    when input and output share one 8-bit grid, else the requantizing TFQ_AVERAGE_POOL_2D.
 
-Storage. A sub-8-bit activation is stored packed (INT8 tensor, packed bytes first) between
-operators, the model input included; model outputs are stored as plain int8 holding values on
-their b-bit grid. ``quantize_input``/``dequantize_output`` do the conversions for a user, from
-the ``tfq_tiny`` metadata entry (BitPolicy, version, input/output grids) the converter writes.
+Storage. A sub-8-bit activation is stored packed between operators, the model input included,
+and declared at its packed size: an INT8 tensor of shape ``[1, ceil(elements * bits / 8)]``, so
+TFLM's arena planner reserves the packed bytes (``tfq_tiny.export.arena`` measures it). The TFQ
+operators carry the logical shapes in their custom options (``input_shape``, ``input2_shape``,
+``output_shape``), and shape operators between packed tensors vanish (bytes in order are a
+reshape of their own). Model outputs are stored as plain int8 holding values on their b-bit grid.
+``quantize_input``/``dequantize_output`` do the conversions for a user, from the ``tfq_tiny``
+metadata entry (BitPolicy, versions, input/output grids with their logical shapes) the converter
+writes.
 """
 import json
 from collections import Counter
@@ -53,6 +58,12 @@ _OP_NAMES = {v: k for k, v in vars(_OPS).items() if not k.startswith("_")}
 _ACTIVATIONS = {v: k for k, v in vars(schema_fb.ActivationFunctionType).items() if not k.startswith("_")}
 _PADDINGS = {schema_fb.Padding.SAME: "SAME", schema_fb.Padding.VALID: "VALID"}
 _SHAPE_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
+_SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
+LAYOUT_VERSION = 2
+"""Version of the exported tensor layout, in the metadata's ``layout_version``: 2 declares a packed
+activation as INT8 ``[1, packed bytes]`` with its logical shape in the TFQ operators' options and
+(for model inputs/outputs) in the metadata's ``shape``; 1 (no ``layout_version``) declared it at its
+logical shape holding a memory image (packed bytes first). The shim and the glue read both."""
 _KERAS_TYPES = {
     "CONV_2D": ("Conv1D", "Conv2D"),
     "DEPTHWISE_CONV_2D": ("DepthwiseConv2D",),
@@ -553,11 +564,18 @@ class _Writer:
         return op
 
     def make_custom(self, tfl_op, name, **options):
-        """Turn ``tfl_op`` into TFQ_<name> with the flexbuffer ``options`` (contract defaults left out)."""
+        """Turn ``tfl_op`` into TFQ_<name> with the flexbuffer ``options`` (contract defaults left
+        out), plus the logical shape of every tensor it reads or writes packed (``input_shape``,
+        ``input2_shape``, ``output_shape``): ``pack_activations`` then declares those tensors at
+        their byte size."""
         defaults = dict(_OPTION_DEFAULTS, input2_bits=options.get("input_bits", 8))
         qmin, qmax = int_range(options.get("output_bits", 8))
         defaults.update(act_min=qmin, act_max=qmax)
         options = {k: v for k, v in options.items() if defaults.get(k) != v}
+        ports = [(key, int(index)) for key, index in zip(_SHAPE_KEYS[:2], tfl_op.inputs[:2 if name == "ADD" else 1])]
+        for key, index in ports + [(_SHAPE_KEYS[2], int(tfl_op.outputs[0]))]:
+            if self.grid(index).storage_bits < 8:
+                options[key] = [int(d) for d in self.tfl.shape(index)]
         tfl_op.opcodeIndex = self.opcode(custom=_CUSTOM_CODE[name])
         tfl_op.builtinOptionsType = 0
         tfl_op.builtinOptions = None
@@ -655,6 +673,34 @@ class _Writer:
                          filter_h=int(o.filterHeight), filter_w=int(o.filterWidth),
                          stride_h=int(o.strideH), stride_w=int(o.strideW),
                          padding=_PADDINGS[o.padding], **self.act_options(fused, out))
+
+    def pack_activations(self):
+        """Declare every activation stored below 8 bits as INT8 ``[1, packed bytes]``, so TFLM
+        allocates (and its planner reserves) its packed size instead of a byte per element.
+
+        The TFQ operators carry the logical shapes in their options (``make_custom``); a shape
+        operator between two packed tensors now maps a byte shape onto the same byte shape and
+        ``simplify_shape_ops`` drops it. Returns {tensor index: logical shape} of the packed tensors.
+        """
+        logical = {}
+        for index, name in self.tensor_of.items():
+            grid = self.plan.grid[name]
+            if grid.storage_bits < 8:
+                shape = self.tfl.shape(index)
+                logical[index] = shape
+                nbytes = packing.packed_size(int(np.prod(shape, dtype=np.int64)), grid.storage_bits)
+                self.graph.tensors[index].shape = np.asarray([1, nbytes], np.int32)
+        return logical
+
+    def check_packed_io(self, logical):
+        """Only TFQ operators may touch a packed tensor (after ``simplify_shape_ops``)."""
+        for op in self.operators:
+            name = self.tfl.op_name(op)
+            touched = [int(i) for i in list(op.inputs) + list(op.outputs) if int(i) in logical]
+            if name != "CUSTOM" and touched:
+                raise ExportError(
+                    f"internal: the builtin {name} touches packed activation tensor(s) "
+                    f"{[self.tfl.name(i) for i in touched]}; only TFQ_* operators read packed bytes.")
 
     def reshape(self, x, shape, out=None, name="reshape"):
         """RESHAPE ``x`` to ``shape`` (into ``out`` or a new tensor like ``x``); returns the output."""
@@ -892,17 +938,25 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
         elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             writer.pool(tfl_op, name)
     _set_activation_tensors(writer)
+    io_shapes = {int(i): list(tfl.shape(i)) for i in list(tfl.graph.inputs) + list(tfl.graph.outputs)}
+    packed = writer.pack_activations()
     writer.simplify_shape_ops()
+    writer.check_packed_io(packed)
     tfl.graph.operators = writer.operators
     tfl.model.metadata = []
     tfl.model.description = "tfq_tiny"
     renumbered = _compact(tfl.model)
     _name_tensors(tfl.graph, plan, {renumbered[i]: name for i, name in tensor_of.items() if i in renumbered})
     from tfq_tiny import __version__
-    info = {"tfq_tiny_version": __version__, "policy": plan.policy().get_config(),
-            "input_type": input_type,
-            "inputs": [dict(plan.grid[n].as_dict(), tensor=int(i)) for n, i in zip(plan.inputs, tfl.graph.inputs)],
-            "outputs": [dict(plan.grid[n].as_dict(), tensor=int(i)) for n, i in zip(plan.outputs, tfl.graph.outputs)]}
+    old_index = {new: old for old, new in renumbered.items()}
+
+    def io(names, indices):
+        return [dict(plan.grid[n].as_dict(), tensor=int(i), shape=io_shapes[old_index[int(i)]])
+                for n, i in zip(names, indices)]
+
+    info = {"tfq_tiny_version": __version__, "layout_version": LAYOUT_VERSION,
+            "policy": plan.policy().get_config(), "input_type": input_type,
+            "inputs": io(plan.inputs, tfl.graph.inputs), "outputs": io(plan.outputs, tfl.graph.outputs)}
     if metadata is not None:
         info["user"] = metadata
     try:
@@ -936,12 +990,15 @@ def _io(meta, key, index):
 
 
 def quantize_input(model_or_metadata, x, index=0):
-    """Float samples -> what to ``set_tensor`` on input ``index``: int8, or packed memory images.
+    """Float samples -> what to ``set_tensor`` on input ``index``: int8, or packed bytes.
 
     Quantizes as the simulated input quantizer does (float32, round half away from zero,
-    clamp to the b-bit range); a sub-8-bit input is then packed (``custom_ops.pack_storage``:
-    two int4 or four int2 per byte, first element lowest, packed bytes first in the tensor).
-    ``x`` has the model's input shape or a batch of them; packing is per sample.
+    clamp to the b-bit range). An 8-bit input keeps ``x``'s shape. A sub-8-bit input is packed
+    per sample (two int4 or four int2 per byte, first element lowest): one row of
+    ``packed bytes`` per sample, ``(samples, bytes)``, which the model's ``[1, bytes]`` input
+    tensor takes row by row; its logical shape is the metadata's ``inputs[index]["shape"]``.
+    (Layout 1 exports, without that shape, get memory images of ``x``'s shape instead.)
+    ``x`` has the model's input shape or a batch of them.
     """
     meta = model_or_metadata if isinstance(model_or_metadata, dict) else read_metadata(model_or_metadata)
     grid = _io(meta, "inputs", index)
@@ -950,9 +1007,16 @@ def quantize_input(model_or_metadata, x, index=0):
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
     qmin, qmax = int_range(grid["bits"])
     values = np.clip(rounded + grid["zero_point"], qmin, qmax).astype(np.int8)
-    if grid["storage_bits"] == 8:
+    bits = grid["storage_bits"]
+    if bits == 8:
         return values
-    return np.stack([custom_ops.pack_storage(v, grid["storage_bits"]) for v in values])
+    if "shape" not in grid:
+        return np.stack([custom_ops.pack_storage(v, bits) for v in values])
+    per_sample = int(np.prod(grid["shape"][1:], dtype=np.int64))
+    if values.size % per_sample:
+        raise TfqError(f"input '{grid['name']}' has logical shape {grid['shape']}; got samples of shape "
+                       f"{list(values.shape)}, not a whole number of them.")
+    return np.stack([packing.pack(v, bits).view(np.int8) for v in values.reshape(-1, per_sample)])
 
 
 def dequantize_output(model_or_metadata, y, index=0):
@@ -961,7 +1025,12 @@ def dequantize_output(model_or_metadata, y, index=0):
     grid = _io(meta, "outputs", index)
     values = np.asarray(y)
     if grid["storage_bits"] != 8:
-        values = np.stack([custom_ops.unpack_storage(v, grid["storage_bits"]) for v in values])
+        bits = grid["storage_bits"]
+        if "shape" in grid:  # rows of packed bytes, as the [1, bytes] output tensor holds them
+            rows = values.reshape(-1, values.shape[-1])
+            values = np.stack([custom_ops.unpack_storage(r, bits, grid["shape"][1:]) for r in rows])
+        else:
+            values = np.stack([custom_ops.unpack_storage(v, bits) for v in values])
     return ((values.astype(np.float64) - grid["zero_point"]) * np.float64(np.float32(grid["scale"]))).astype(np.float32)
 
 
@@ -996,8 +1065,8 @@ def layer_agreement(qmodel, model_bytes, x, kernels="numpy"):
     ints = {}
     for name, images in stored.items():
         grid = plan.grid[name]
-        values = [custom_ops.unpack_storage(v, grid.storage_bits) if grid.storage_bits < 8 else v
-                  for v in images]
+        values = [custom_ops.unpack_storage(v, grid.storage_bits, plan.tensors[name].shape)
+                  if grid.storage_bits < 8 else v for v in images]
         ints[name] = np.stack([v.reshape(plan.tensors[name].shape) for v in values]).astype(np.int64)
 
     def real(name):

@@ -1,12 +1,14 @@
 """tfq_tiny's TFQ_* custom operators for the interpreter shim, as ``tflm_ext/tflm/tfq_ops.cc``.
 
 The operator contract is ``tflm_ext/README.md``: six custom codes, options in a flexbuffer map
-(strides, padding, bit widths, ``act_min``/``act_max``), quantization from the tensors'
-affine parameters. Bit widths come from the options, not from the tensor type: an ``INT8``
-tensor whose width is 4 or 2 holds packed bytes at the front of its one-byte-per-element
-storage, as TFLM allocates it. The shim keeps such a tensor as that memory image (int8 array
-of the tensor's shape, packed bytes first, zeros after); ``INT4``/``INT2`` tensors are held
-unpacked by the interpreter and used as they are.
+(strides, padding, bit widths, ``act_min``/``act_max``, logical shapes), quantization from the
+tensors' affine parameters. Bit widths come from the options, not from the tensor type: an
+``INT8`` tensor whose width is 4 or 2 holds packed bytes at its front. The converter declares
+such a tensor at its packed size (``[1, bytes]``) and gives its logical shape in the options
+(``input_shape``, ``input2_shape``, ``output_shape``); without those keys the logical shape is
+the tensor's own (older exports: a one-byte-per-element tensor, packed bytes first, zeros after).
+The shim keeps a packed tensor as those raw bytes (int8 array of the declared shape);
+``INT4``/``INT2`` tensors are held unpacked by the interpreter and used as they are.
 
 Each operator unpacks its inputs with ``export.packing.unpack``, runs a kernel and packs its
 output. The kernels are the NumPy references (``runtime.kernels``) by default, or the C++
@@ -36,29 +38,39 @@ CUSTOM_CODES = (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2
 INT_KEYS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "filter_h", "filter_w",
             "depth_multiplier", "input_bits", "input2_bits", "weight_bits", "output_bits",
             "act_min", "act_max")
+SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
+MAX_RANK = 4  # tflm_ext/core: tfq::kMaxRank
+MAX_ELEMENTS = 1 << 24  # the interpreter's MAX_TENSOR_ELEMENTS
 BACKENDS = ("numpy", "native")
 
 
 # ---- storage: packed memory images <-> values ----------------------------------------------
 
-def pack_storage(values, bits):
-    """The int8 memory image of ``values`` stored at ``bits`` bits: packed bytes, then zeros.
+def pack_storage(values, bits, shape=None):
+    """``values`` stored at ``bits`` bits in an int8 tensor of ``shape``: packed bytes, then zeros.
 
-    This is how a packed sub-byte activation sits in TFLM's one-byte-per-element tensor, and
-    what to ``set_tensor`` for a model input stored packed. ``bits=8`` returns plain int8.
+    ``shape`` is the declared shape of the tensor: its packed size (``[1, bytes]``, what the
+    converter declares) or, by default, ``values.shape`` (the one-byte-per-element memory image
+    of older exports). ``bits=8`` with the default shape returns plain int8.
     """
     values = np.asarray(values)
+    shape = values.shape if shape is None else tuple(shape)
     flat = packing.pack(values, bits)
-    image = np.zeros(values.size, np.uint8)
+    size = int(np.prod(shape, dtype=np.int64))
+    if size < flat.size:
+        raise ValueError(f"{values.size} values at {bits} bits need {flat.size} bytes; shape {list(shape)} "
+                         f"holds {size}.")
+    image = np.zeros(size, np.uint8)
     image[:flat.size] = flat
-    return image.view(np.int8).reshape(values.shape)
+    return image.view(np.int8).reshape(shape)
 
 
-def unpack_storage(image, bits):
-    """The values held in a memory image written by ``pack_storage`` (same shape)."""
+def unpack_storage(image, bits, shape=None):
+    """The values of logical ``shape`` (default: ``image.shape``) packed at the front of ``image``."""
     image = np.asarray(image)
+    shape = image.shape if shape is None else tuple(shape)
     raw = np.ascontiguousarray(image).reshape(-1).view(np.uint8)
-    return packing.unpack(raw, bits, image.size).reshape(image.shape)
+    return packing.unpack(raw, bits, int(np.prod(shape, dtype=np.int64))).reshape(shape)
 
 
 def _wrap_int32(value):
@@ -82,6 +94,15 @@ def read_options(node):
             value = options[key]
             node.check(type(value) is int, f"option {key!r} must be an integer, got {value!r}.")
             parsed[key] = _wrap_int32(value)
+    for key in SHAPE_KEYS:
+        if options.get(key) is not None:
+            dims = options[key]
+            node.check(isinstance(dims, list) and 1 <= len(dims) <= MAX_RANK
+                       and all(type(d) is int and d >= 1 for d in dims)
+                       and np.prod(dims, dtype=np.float64) <= MAX_ELEMENTS,
+                       f"option {key!r} must be a vector of 1 to {MAX_RANK} positive integers "
+                       f"(at most {MAX_ELEMENTS} elements), got {dims!r}.")
+            parsed[key] = tuple(dims)
     padding = options.get("padding")
     if padding is not None:
         node.check(padding in ("SAME", "VALID"), f"option 'padding' must be \"SAME\" or \"VALID\", got {padding!r}.")
@@ -147,18 +168,34 @@ def _packed(node, t, bits, what):
     return True
 
 
-def _reader(node, t, bits, what):
-    """fn(stored array) -> values, for tensor ``t`` stored at ``bits`` bits."""
-    if _packed(node, t, bits, what):
-        return lambda array: unpack_storage(array, bits)
-    return np.asarray
+class _Port:
+    """An activation tensor as its kernel sees it: the logical ``shape`` and ``size`` (from the
+    option ``shape_key`` when present, else the tensor's), and ``read``/``write`` between the
+    stored array (packed bytes, or the values themselves) and values of that shape."""
 
+    def __init__(self, node, opt, t, bits_key, shape_key, what):
+        bits = opt.get(bits_key)
+        packed = _packed(node, t, bits, what)
+        self.shape = tuple(opt.raw.get(shape_key, t.shape))
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+        if packed:
+            need = packing.packed_size(self.size, bits)
+            node.check(t.size >= need, f"{what} (tensor {t.index}) holds {t.size} bytes; {self.size} "
+                                       f"{bits}-bit values of shape {list(self.shape)} need {need}.")
+        else:
+            node.check(self.size == t.size, f"{what} shape {list(self.shape)} (option {shape_key!r}) has "
+                                            f"{self.size} elements, tensor {t.index} {t.size}.")
+        self._bits, self._packed, self._stored_shape = bits, packed, t.shape
 
-def _writer(node, t, bits):
-    """fn(values) -> stored array, for output tensor ``t`` stored at ``bits`` bits."""
-    if _packed(node, t, bits, "output"):
-        return lambda values: pack_storage(values, bits)
-    return np.asarray
+    def read(self, array):
+        if self._packed:
+            return unpack_storage(array, self._bits, self.shape)
+        return np.asarray(array).reshape(self.shape)
+
+    def write(self, values):
+        if self._packed:
+            return pack_storage(values, self._bits, self._stored_shape)
+        return np.asarray(values)
 
 
 def _per_tensor(node, t, what):
@@ -172,7 +209,7 @@ def _per_tensor(node, t, what):
 def _weights(node, t, bits, channels, channel_axis):
     """(filter values, per-channel float64 scales) of a constant filter read at ``bits`` bits."""
     node.check(t is not None and t.is_constant, "the filter must be a constant tensor.")
-    values = _reader(node, t, bits, "filter")(t.data)
+    values = unpack_storage(t.data, bits) if _packed(node, t, bits, "filter") else t.data
     node.check(t.scales.size in (1, channels),
                f"filter has {t.scales.size} scales for {channels} output channels (need one per channel, or one).")
     node.check(not np.any(t.zero_points), "filter zero points must be 0 (symmetric weights).")
@@ -218,14 +255,14 @@ def _prepare_conv(node, backend, depthwise):
     x, w, b = (node.inputs + [None])[:3]
     out = node.outputs[0]
     opt = _Options(node)
-    for t, what in ((x, "input"), (w, "filter"), (out, "output")):
-        node.check(t is not None and len(t.shape) == 4, f"{what} must be 4-D.")
+    node.check(w is not None and len(w.shape) == 4, "filter must be 4-D.")
+    inp = _Port(node, opt, x, "input_bits", "input_shape", "input")
+    outp = _Port(node, opt, out, "output_bits", "output_shape", "output")
+    node.check(len(inp.shape) == 4 and len(outp.shape) == 4, "input and output must be 4-D.")
     in_bits, w_bits, out_bits = opt.get("input_bits"), opt.get("weight_bits"), opt.get("output_bits")
-    read_x = _reader(node, x, in_bits, "input")
-    write = _writer(node, out, out_bits)
     in_scale, in_zp = _per_tensor(node, x, "input")
     out_scale, out_zp = _per_tensor(node, out, "output")
-    in_depth = x.shape[3]
+    in_depth = inp.shape[3]
     if depthwise:
         channels = w.shape[3]
         multiplier = opt.get("depth_multiplier")
@@ -240,10 +277,10 @@ def _prepare_conv(node, backend, depthwise):
     stride = (opt.get("stride_h"), opt.get("stride_w"))
     dilation = (opt.get("dilation_h"), opt.get("dilation_w"))
     node.check(min(stride) >= 1 and min(dilation) >= 1, f"strides {stride} and dilations {dilation} must be >= 1.")
-    pad, out_hw = kernels.compute_padding(x.shape[1:3], w.shape[1:3], stride, dilation, opt.padding())
-    expected = (x.shape[0],) + tuple(out_hw) + (channels,)
-    node.check(min(out_hw) >= 1 and out.shape == expected,
-               f"output shape {list(out.shape)} != computed {list(expected)}.")
+    pad, out_hw = kernels.compute_padding(inp.shape[1:3], w.shape[1:3], stride, dilation, opt.padding())
+    expected = (inp.shape[0],) + tuple(out_hw) + (channels,)
+    node.check(min(out_hw) >= 1 and outp.shape == expected,
+               f"output shape {list(outp.shape)} != computed {list(expected)}.")
     act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
     mult, shift = _multipliers(in_scale, filter_scales, out_scale)
     common = dict(input_zp=in_zp, output_zp=out_zp, out_multiplier=mult, out_shift=shift,
@@ -254,7 +291,7 @@ def _prepare_conv(node, backend, depthwise):
     op = "depthwise_conv_2d" if depthwise else "conv_2d"
 
     def run(args):
-        return [write(backend(op, read_x(args[0]), weights, bias, **common))]
+        return [outp.write(backend(op, inp.read(args[0]), weights, bias, **common))]
     return run
 
 
@@ -265,14 +302,14 @@ def _prepare_fully_connected(node, backend):
     opt = _Options(node)
     node.check(w is not None and len(w.shape) == 2, "filter must be [out, in].")
     in_bits, w_bits, out_bits = opt.get("input_bits"), opt.get("weight_bits"), opt.get("output_bits")
-    read_x = _reader(node, x, in_bits, "input")
-    write = _writer(node, out, out_bits)
+    inp = _Port(node, opt, x, "input_bits", "input_shape", "input")
+    outp = _Port(node, opt, out, "output_bits", "output_shape", "output")
     in_scale, in_zp = _per_tensor(node, x, "input")
     out_scale, out_zp = _per_tensor(node, out, "output")
     channels, depth = w.shape
-    node.check(depth >= 1 and x.size % depth == 0 and out.size == (x.size // depth) * channels,
-               f"input of {x.size} and output of {out.size} values do not fit filter {list(w.shape)}.")
-    batches = x.size // depth
+    node.check(depth >= 1 and inp.size % depth == 0 and outp.size == (inp.size // depth) * channels,
+               f"input of {inp.size} and output of {outp.size} values do not fit filter {list(w.shape)}.")
+    batches = inp.size // depth
     weights, filter_scales = _weights(node, w, w_bits, channels, 0)
     bias = _bias(node, b, channels)
     act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
@@ -282,8 +319,8 @@ def _prepare_fully_connected(node, backend):
                   output_bits=out_bits)
 
     def run(args):
-        values = read_x(args[0]).reshape(batches, depth)
-        return [write(backend("fully_connected", values, weights, bias, **common).reshape(out.shape))]
+        values = inp.read(args[0]).reshape(batches, depth)
+        return [outp.write(backend("fully_connected", values, weights, bias, **common).reshape(outp.shape))]
     return run
 
 
@@ -293,15 +330,15 @@ def _prepare_add(node, backend):
     out = node.outputs[0]
     opt = _Options(node)
     bits1, bits2, out_bits = opt.get("input_bits"), opt.get("input2_bits"), opt.get("output_bits")
-    read1 = _reader(node, x1, bits1, "input 1")
-    read2 = _reader(node, x2, bits2, "input 2")
-    write = _writer(node, out, out_bits)
-    node.check(max(len(x1.shape), len(x2.shape)) <= 4, "inputs must have rank <= 4.")
+    in1 = _Port(node, opt, x1, "input_bits", "input_shape", "input 1")
+    in2 = _Port(node, opt, x2, "input2_bits", "input2_shape", "input 2")
+    outp = _Port(node, opt, out, "output_bits", "output_shape", "output")
+    node.check(max(len(in1.shape), len(in2.shape)) <= 4, "inputs must have rank <= 4.")
     try:
-        shape = np.broadcast_shapes(x1.shape, x2.shape)
+        shape = np.broadcast_shapes(in1.shape, in2.shape)
     except ValueError:
-        node.fail(f"input shapes {list(x1.shape)} and {list(x2.shape)} do not broadcast.")
-    node.check(tuple(shape) == out.shape, f"output shape {list(out.shape)} != broadcast shape {list(shape)}.")
+        node.fail(f"input shapes {list(in1.shape)} and {list(in2.shape)} do not broadcast.")
+    node.check(tuple(shape) == outp.shape, f"output shape {list(outp.shape)} != broadcast shape {list(shape)}.")
     (s1, zp1), (s2, zp2), (so, zpo) = (_per_tensor(node, t, w) for t, w in
                                        ((x1, "input 1"), (x2, "input 2"), (out, "output")))
     twice_max = 2.0 * max(s1, s2)
@@ -312,8 +349,8 @@ def _prepare_add(node, backend):
     extra = dict(input_bits=(bits1, bits2), output_bits=out_bits) if backend.name == "native" else {}
 
     def run(args):
-        return [write(backend("add", read1(args[0]), read2(args[1]), act_min=act_min, act_max=act_max,
-                              **params, **extra))]
+        return [outp.write(backend("add", in1.read(args[0]), in2.read(args[1]), act_min=act_min,
+                                  act_max=act_max, **params, **extra))]
     return run
 
 
@@ -321,10 +358,10 @@ def _prepare_pool(node, backend, op):
     node.arity(1, 1)
     x, out = node.inputs[0], node.outputs[0]
     opt = _Options(node)
-    node.check(len(x.shape) == 4 and len(out.shape) == 4, "input and output must be 4-D.")
+    inp = _Port(node, opt, x, "input_bits", "input_shape", "input")
+    outp = _Port(node, opt, out, "output_bits", "output_shape", "output")
+    node.check(len(inp.shape) == 4 and len(outp.shape) == 4, "input and output must be 4-D.")
     in_bits, out_bits = opt.get("input_bits"), opt.get("output_bits")
-    read_x = _reader(node, x, in_bits, "input")
-    write = _writer(node, out, out_bits)
     (in_scale, in_zp), (out_scale, out_zp) = _per_tensor(node, x, "input"), _per_tensor(node, out, "output")
     filter_hw = (opt.get("filter_h"), opt.get("filter_w"))
     rescale = {}
@@ -344,16 +381,16 @@ def _prepare_pool(node, backend, op):
                        output_shift=shift)
     stride = (opt.get("stride_h"), opt.get("stride_w"))
     node.check(min(filter_hw) >= 1 and min(stride) >= 1, f"filter {filter_hw} and strides {stride} must be >= 1.")
-    pad, out_hw = kernels.compute_padding(x.shape[1:3], filter_hw, stride, (1, 1), opt.padding())
-    expected = (x.shape[0],) + tuple(out_hw) + (x.shape[3],)
-    node.check(min(out_hw) >= 1 and out.shape == expected,
-               f"output shape {list(out.shape)} != computed {list(expected)}.")
+    pad, out_hw = kernels.compute_padding(inp.shape[1:3], filter_hw, stride, (1, 1), opt.padding())
+    expected = (inp.shape[0],) + tuple(out_hw) + (inp.shape[3],)
+    node.check(min(out_hw) >= 1 and outp.shape == expected,
+               f"output shape {list(outp.shape)} != computed {list(expected)}.")
     act_min, act_max = opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
     common = dict(filter_hw=filter_hw, stride=stride, pad=pad, out_hw=out_hw, act_min=act_min,
                   act_max=act_max, input_bits=in_bits, output_bits=out_bits, **rescale)
 
     def run(args):
-        return [write(backend(op, read_x(args[0]), **common))]
+        return [outp.write(backend(op, inp.read(args[0]), **common))]
     return run
 
 
