@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from tfq_tiny._compat import QuantizeLayer, keras
 from tfq_tiny.graph import Graph
 from tfq_tiny.quantization.calibration import QuantizeWrapper
-from tfq_tiny.quantization.configs import weight_attr
+from tfq_tiny.quantization.configs import fused_relu, unwrap, weight_attr
 
 
 @dataclass
@@ -28,25 +28,17 @@ class Unit:
                 if isinstance(n.layer, QuantizeWrapper) and weight_attr(n.layer.layer) is not None]
 
 
-def inner(layer):
-    return layer.layer if isinstance(layer, QuantizeWrapper) else layer
-
-
 def float_name(graph, name):
     """Name of the float-model tensor that node ``name`` of the quantized graph computes."""
     layer = graph[name].layer
     if isinstance(layer, QuantizeLayer):
         return graph[name].inputs[0]
-    return inner(layer).name
-
-
-def _is_relu(layer):
-    return isinstance(inner(layer), (keras.layers.ReLU, keras.layers.Activation))
+    return unwrap(layer).name
 
 
 def _with_fused_relu(graph, name):
-    nxt = graph.sole_consumer(name)
-    return [name, nxt.name] if nxt is not None and _is_relu(nxt.layer) else [name]
+    relu = fused_relu(graph, name)
+    return [name] if relu is None else [name, relu.name]
 
 
 def _make_unit(graph, names):
@@ -58,8 +50,8 @@ def _make_unit(graph, names):
         for producer in graph[name].inputs:
             if producer not in inside and producer not in inputs:
                 inputs.append(producer)
-    return Unit(inner(graph[names[0]].layer).name if len(names) <= 2 else
-                f"block_{inner(graph[names[-1]].layer).name}",
+    return Unit(unwrap(graph[names[0]].layer).name if len(names) <= 2 else
+                f"block_{unwrap(graph[names[-1]].layer).name}",
                 [graph[n] for n in names], inputs, names[-1])
 
 
@@ -78,7 +70,7 @@ def _residual_blocks(graph):
     order = [n.name for n in graph]
     blocks = []
     for node in graph:
-        if not isinstance(inner(node.layer), keras.layers.Add) or len(node.inputs) != 2:
+        if not isinstance(unwrap(node.layer), keras.layers.Add) or len(node.inputs) != 2:
             continue
         common = _ancestors(graph, node.inputs[0], None) & _ancestors(graph, node.inputs[1], None)
         if not common:
@@ -105,12 +97,12 @@ def find_units(qmodel, granularity="layer"):
         for name in weight_nodes:
             if name in taken:
                 continue
-            layer = inner(graph[name].layer)
+            layer = unwrap(graph[name].layer)
             if isinstance(layer, keras.layers.DepthwiseConv2D):
                 first = _with_fused_relu(graph, name)
                 nxt = graph.sole_consumer(first[-1])
                 if nxt is not None and nxt.name not in taken and \
-                        type(inner(nxt.layer)) is keras.layers.Conv2D:
+                        type(unwrap(nxt.layer)) is keras.layers.Conv2D:
                     group = first + _with_fused_relu(graph, nxt.name)
                     groups.append(group)
                     taken.update(group)

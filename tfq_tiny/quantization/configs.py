@@ -48,6 +48,35 @@ def activation_name(layer):
     return "linear" if activation is None else keras.activations.serialize(activation)
 
 
+def unwrap(layer):
+    """The float layer inside a TFMOT QuantizeWrapper (other layers as they are)."""
+    if isinstance(layer, tfmot.quantization.keras.QuantizeWrapper):
+        return layer.layer
+    return layer
+
+
+def is_relu(layer):
+    """A ReLU/ReLU6 layer (ReLU or Activation) that TFLite can fuse into the operator before it."""
+    layer = unwrap(layer)
+    return isinstance(layer, (layers.ReLU, layers.Activation)) and \
+        activation_name(layer) in ("relu", "relu6")
+
+
+def fused_relu(graph, name):
+    """The ReLU/ReLU6 node that deploys fused into ``name``'s operator, else None.
+
+    The one rule for fusion (quantization, PTQ units, simulated requantization): ``name`` is a
+    weighted layer or an Add with a linear activation, and its only consumer (``name`` not being
+    a model output) is a ReLU/ReLU6. Works on float and on quantized graphs.
+    """
+    layer = unwrap(graph[name].layer)
+    if activation_name(layer) != "linear" or \
+            (weight_attr(layer) is None and not isinstance(layer, layers.Add)):
+        return None
+    nxt = graph.sole_consumer(name)
+    return nxt if nxt is not None and is_relu(nxt.layer) else None
+
+
 class _BaseConfig(tfmot.quantization.keras.QuantizeConfig):
     def get_activations_and_quantizers(self, layer):
         return []

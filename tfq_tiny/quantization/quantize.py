@@ -72,17 +72,6 @@ def strip_annotations(model):
     return rebuild(graph, transform), configs
 
 
-def _output_left_to_relu(graph, node):
-    """True when the only consumer is a ReLU/ReLU6 that will quantize the fused result."""
-    if cfg.activation_name(node.layer) != "linear":
-        return False
-    if cfg.weight_attr(node.layer) is None and not isinstance(node.layer, keras.layers.Add):
-        return False
-    nxt = graph.sole_consumer(node.name)
-    return nxt is not None and isinstance(nxt.layer, (keras.layers.ReLU, keras.layers.Activation)) \
-        and cfg.activation_name(nxt.layer) in ("relu", "relu6")
-
-
 def _feeds_output(graph, name):
     """True when ``name``'s output reaches a model output through pass-through layers only."""
     if name in graph.output_names:
@@ -117,7 +106,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
         else:
             act_bits = policy.activation_bits_for(node.name, _feeds_output(graph, node.name))
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
-                                        w_init, a_init, not _output_left_to_relu(graph, node),
+                                        w_init, a_init, cfg.fused_relu(graph, node.name) is None,
                                         input_bits=in_bits)
         tensor_bits[node.name] = getattr(config, "activation_bits", None) \
             if config.get_output_quantizers(layer) else None

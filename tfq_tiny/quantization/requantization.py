@@ -17,7 +17,8 @@ single rounding, at most one step per layer from the deployed model.
 """
 from tfq_tiny._compat import tf
 from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
-from tfq_tiny.quantization.configs import activation_name
+from tfq_tiny.graph import Graph
+from tfq_tiny.quantization.configs import fused_relu
 
 
 class DoubleRounding:
@@ -45,25 +46,20 @@ class DoubleRounding:
         return tf.sign(value) * tf.floor(tf.abs(value) + 0.5)
 
 
-def _fused_output_slot(slot, by_layer):
-    """The output slot that quantizes ``slot``'s layer result (its own, or a sole ReLU's)."""
+def _fused_output_slot(slot, graph, by_layer):
+    """The output slot that quantizes ``slot``'s layer result (its own, or its fused ReLU's)."""
     own = by_layer.get((id(slot.layer), "output"))
     if own is not None:
         return own
-    consumers = [node.outbound_layer for node in slot.layer._outbound_nodes]
-    if len(consumers) != 1:
-        return None
-    nxt = consumers[0]
-    inner = getattr(nxt, "layer", None)
-    if inner is None or activation_name(inner) not in ("relu", "relu6"):
-        return None
-    return by_layer.get((id(nxt), "output"))
+    relu = fused_relu(graph, slot.layer.name)
+    return None if relu is None else by_layer.get((id(relu.layer), "output"))
 
 
 def link_requantization(qmodel, slots=None):
     """Give the output quantizer of every weighted layer with a quantized input its
     DoubleRounding (and clear it elsewhere). Returns the number of linked quantizers."""
     slots = quantizer_slots(qmodel) if slots is None else slots
+    graph = Graph(qmodel)
     by_layer = {(id(s.layer), s.kind): s for s in slots}
     for s in slots:
         if s.kind in ("input", "output"):
@@ -73,7 +69,7 @@ def link_requantization(qmodel, slots=None):
         if slot.kind != "weight":
             continue
         source = input_activation_slot(slot.layer, slots)
-        target = _fused_output_slot(slot, by_layer)
+        target = _fused_output_slot(slot, graph, by_layer)
         if source is None or target is None:
             continue
         target.quantizer.requantization = DoubleRounding(source.variables["scale"],
