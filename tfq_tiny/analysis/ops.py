@@ -12,7 +12,7 @@ import numpy as np
 from tfq_tiny._compat import QuantizeLayer, keras
 from tfq_tiny.graph import Graph
 from tfq_tiny.quantization.calibration import QuantizeWrapper
-from tfq_tiny.quantization.configs import activation_name, weight_attr
+from tfq_tiny.quantization.configs import activation_name, is_relu, weight_attr
 
 FLOAT_BITS = 32
 ALIAS_LAYERS = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout)
@@ -87,8 +87,7 @@ def op_graph(model):
             alias[node.name] = sources[0]
             continue
         src_op = producer_op.get(sources[0])
-        fusable = (isinstance(inner, (keras.layers.ReLU, keras.layers.Activation))
-                   and activation_name(inner) in ("relu", "relu6") and src_op is not None
+        fusable = (is_relu(inner) and src_op is not None
                    and not src_op.fused and activation_name(src_op.layer) == "linear"
                    and len(graph.consumers(src_op.output)) == 1
                    and src_op.output not in graph.output_names)
