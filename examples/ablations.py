@@ -4,7 +4,7 @@ Each ablation in ``examples/figures.py``'s ``ABLATIONS`` is a grid of bit widths
 grid point, for every model and seed, is one cell of ``examples/benchmark.py``'s sweep, recorded
 in ``<output>/runs.jsonl``. Cells shared between ablations (e.g. AdaRound + bias tuning at W4A4 in
 figures 7 and 8) run once. Finished cells are skipped on a re-run, so an interrupted run resumes;
-``table.md`` is rewritten atomically after every cell, the figures (``--figure_dir``) and
+``table.md`` is rewritten atomically after every cell; it, the figures (``--figure_dir``) and
 ``summary.md`` (their numbers) every two minutes and at the end, all atomically.
 
     python examples/ablations.py --models=cnn1d --seeds=0,1 --preset=fast
@@ -22,6 +22,7 @@ from absl import app, flags
 
 import benchmark
 import figures
+from tfq_tiny.io import atomic_write
 
 FLAGS = flags.FLAGS
 
@@ -84,8 +85,13 @@ def main(argv):
     runs_path = os.path.join(FLAGS.output, "runs.jsonl")
     summary_path = os.path.join(FLAGS.output, "summary.md")
 
+    command = "python " + " ".join(sys.argv)
+
     def draw():
         records = figures.load_records(runs_path)
+        if records:
+            atomic_write(os.path.join(FLAGS.output, "table.md"),
+                         benchmark.markdown_table(records, command))
         return figures.write_figures(records, FLAGS.figure_dir, names, summary_path,
                                      FLAGS.preset)
 
@@ -112,7 +118,7 @@ def main(argv):
             data_dir=FLAGS.data_dir)
         print("cells per ablation (before sharing): "
               + ", ".join(f"{n} {c}" for n, c in counts.items()))
-        benchmark.run_sweep(cells, FLAGS.output, "python " + " ".join(sys.argv),
+        benchmark.run_sweep(cells, FLAGS.output, command,
                             workers=FLAGS.workers, on_record=draw_now_and_then)
     for path in draw():
         print("wrote", path)

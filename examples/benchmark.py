@@ -185,7 +185,10 @@ def markdown_table(runs, command):
             str(r.get(f)) for f in varying)
         cells.setdefault(row_key, {}).setdefault(r["bits"], []).append(r)
     bits = sorted({r["bits"] for r in runs}, key=_bits_order)
-    lines = [f"Command: `{command}`", "",
+    commands = list(dict.fromkeys([r["command"] for r in runs if r.get("command")]))
+    header = (f"Command: `{command}`" if commands in ([], [command]) else
+              "Commands (each run records its own):\n\n" + "\n".join(f"- `{c}`" for c in commands))
+    lines = [header, "",
              "| model | float | optimize | granularity | "
              + "".join(f"{f} | " for f in varying)
              + " | ".join(b.upper() for b in bits) + " |",
