@@ -2,6 +2,7 @@
 tfq_tiny error (ModelFileError and friends), never IndexError, struct.error or a crash."""
 import numpy as np
 import pytest
+from flatbuffers import flexbuffers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -189,14 +190,15 @@ def test_w4a4_seeded_mutations_only_raise_tfq_errors(w4a4_bytes, kernels, cases)
 
 
 def test_w4a4_custom_options_and_packed_tensors_mutated(w4a4_bytes):
-    """Flexbuffer options, packed buffers and tensor types of TFQ_* operators, corrupted."""
+    """Flexbuffer options (logical shapes included), packed buffers, tensor types and declared
+    sizes of TFQ_* operators' tensors, corrupted."""
     rng = np.random.default_rng(11)
-    for case in range(300):
+    for case in range(400):
         model = flatbuffer.read_model(w4a4_bytes)
         graph = model.subgraphs[0]
         custom = [op for op in graph.operators if op.customOptions is not None]
         op = custom[rng.integers(len(custom))]
-        choice = rng.integers(5)
+        choice = rng.integers(7)
         if choice == 0:
             options = bytearray(np.asarray(op.customOptions, np.uint8).tobytes())
             for _ in range(rng.integers(1, 4)):
@@ -212,9 +214,29 @@ def test_w4a4_custom_options_and_packed_tensors_mutated(w4a4_bytes):
             data = model.buffers[tensor.buffer].data
             if data is not None and len(data):
                 model.buffers[tensor.buffer].data = np.asarray(data, np.uint8)[: rng.integers(len(data))]
-        else:
+        elif choice == 4:
             tensor = graph.tensors[op.outputs[0]]
             tensor.quantization.zeroPoint = np.asarray([int(rng.integers(-200, 200))], np.int64)
+        elif choice == 5:
+            options = flexbuffers.Loads(bytes(np.asarray(op.customOptions, np.uint8)))
+            key = str(rng.choice(["input_shape", "input2_shape", "output_shape"]))
+            shape = list(options.get(key, [1, 6, 6, 2]))
+            how = rng.integers(4)
+            if how == 0:
+                shape[rng.integers(len(shape))] = int(rng.choice([0, -1, 2, 7, 1 << 20]))
+            elif how == 1:
+                shape = shape[::-1]
+            elif how == 2:
+                shape = shape + [int(rng.integers(1, 3))]
+            else:
+                shape = shape[:-1] or [3]
+            options[key] = shape
+            op.customOptions = np.frombuffer(bytes(flexbuffers.Dumps(options)), np.uint8)
+        else:  # the declared (packed byte) shape of an activation
+            index = int(rng.choice(list(op.inputs[:1]) + list(op.outputs)))
+            shape = [int(d) for d in graph.tensors[index].shape]
+            shape[-1] = max(1, shape[-1] + int(rng.choice([-1, 1, -shape[-1] // 2])))
+            graph.tensors[index].shape = np.asarray(shape, np.int32)
         try:
             data = flatbuffer.write_model(model)
         except Exception:
