@@ -145,7 +145,7 @@ def test_int8_export_is_bit_exact_with_tflm_on_1000_inputs(exports):
     tflm = run_tflm(model_bytes, xs)
     assert ours.size == 6000
     assert np.array_equal(ours, tflm), f"{np.sum(ours != tflm)} of {ours.size} elements differ"
-    lite = run_litert(model_bytes, xs[:200])
+    lite = run_litert(exports("signal", "w8a8", litert_compatible=True)[1], xs[:200])
     assert np.abs(lite.astype(int) - ours[:200]).max() <= 1  # LiteRT's FC rounds once
 
 
@@ -186,7 +186,8 @@ def test_w4a8_int4_builtins_match_tflm_and_litert(exports):
     xs = quantize_input(model_bytes, x[:400])
     ours = Interpreter(model_content=model_bytes).run(xs)[0]
     assert np.array_equal(ours, run_tflm(model_bytes, xs))
-    assert np.array_equal(ours, run_litert(model_bytes, xs))
+    litert_bytes = exports("image", "w4a8", dense_int4="conv_1x1", litert_compatible=True)[1]
+    assert np.array_equal(ours, run_litert(litert_bytes, xs))
 
 
 def test_w4a8_default_dense_is_a_custom_op_and_8bit_dense_stays_builtin(exports):
@@ -203,7 +204,8 @@ def test_w4a8_default_dense_is_a_custom_op_and_8bit_dense_stays_builtin(exports)
     assert "FULLY_CONNECTED" in op_names(fc8)
     ours = Interpreter(model_content=fc8).run(xs)[0]
     assert np.array_equal(ours, run_tflm(fc8, xs))
-    assert np.abs(run_litert(fc8, xs).astype(int) - ours).max() <= 1
+    fc8_litert = exports("image", "w4a8_fc8", litert_compatible=True)[1]
+    assert np.abs(run_litert(fc8_litert, xs).astype(int) - ours).max() <= 1
 
 
 # ---- (c) fake quant vs integer ------------------------------------------------------------------
@@ -338,6 +340,24 @@ def test_flatbuffer_size_is_close_to_ideal(policy):
     ideal = _ideal_bytes(qmodel)
     print(f"cnn1d {policy}: {len(model_bytes)} bytes, ideal {ideal} ({len(model_bytes) / ideal - 1:+.2%})")
     assert ideal < len(model_bytes) <= 1.03 * ideal + 4096
+
+
+def test_filters_carry_one_zero_point_unless_litert_compatible(exports):
+    """TFLM accepts one zero point for all channels of a filter (8 B per channel less FLASH);
+    LiteRT needs the full array, which litert_compatible=True writes."""
+    _, compact, _ = exports("image", "w8a8")
+    _, full, _ = exports("image", "w8a8", litert_compatible=True)
+
+    def filter_zero_points(model_bytes):
+        graph = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(model_bytes, 0)).subgraphs[0]
+        return {t.name.decode(): (len(t.quantization.scale), len(t.quantization.zeroPoint))
+                for t in graph.tensors if t.name.endswith(b"/kernel")}
+
+    compact_zps, full_zps = filter_zero_points(compact), filter_zero_points(full)
+    assert all(zps == 1 for _, zps in compact_zps.values())
+    assert all(scales == zps for scales, zps in full_zps.values())
+    saved = sum(8 * (scales - 1) for scales, _ in full_zps.values())
+    assert len(full) - len(compact) == saved > 0
 
 
 # ---- metadata, float I/O, command line ----------------------------------------------------------

@@ -510,11 +510,12 @@ def _quantization(scales, zero_points, axis=0):
 class _Writer:
     """Builds the rewritten operator list of ``tfl`` for ``plan``."""
 
-    def __init__(self, tfl, plan, tensor_of, int2_type, dense_int4):
+    def __init__(self, tfl, plan, tensor_of, int2_type, dense_int4, litert_compatible=False):
         self.tfl, self.plan, self.tensor_of = tfl, plan, tensor_of
         self.model, self.graph = tfl.model, tfl.graph
         self.int2_type = int2_type
         self.dense_int4 = dense_int4
+        self.filter_zero_points = None if litert_compatible else 1
         self.operators = []
 
     def grid(self, index):
@@ -604,7 +605,7 @@ class _Writer:
         filter_shape = (filt.shape[0], 1, 1, filt.shape[1]) if as_conv else filt.shape
         filter_index = self.add_tensor(f"{op.name}/kernel", filter_shape, filter_type,
                                        self.add_buffer(packing.pack(filt, bits).tobytes()),
-                                       _quantization(scales, np.zeros(scales.size), axis))
+                                       _quantization(scales, np.zeros(self.filter_zero_points or scales.size), axis))
         inputs = [x, filter_index]
         has_bias = len(tfl_op.inputs) > 2 and int(tfl_op.inputs[2]) >= 0
         if has_bias or np.any(bias_ints) or name != "FULLY_CONNECTED" or as_conv:
@@ -880,7 +881,8 @@ def _add_metadata(model, info):
     model.metadata.append(entry)
 
 
-def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", dense_int4="custom"):
+def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", dense_int4="custom",
+              litert_compatible=False):
     """Export a quantized tf_keras model (2/4/8-bit weights and activations) to TFLite bytes.
 
     Args:
@@ -894,6 +896,10 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
       dense_int4: a Dense layer with 4-bit weights and 8-bit activations becomes
         "custom" (TFQ_FULLY_CONNECTED) or "conv_1x1" (RESHAPE + CONV_2D with an INT4 filter +
         RESHAPE, all TFLM builtins, same arithmetic), so W4A8 models need no custom operator.
+      litert_compatible: write every per-channel filter's zero points in full (one int64 per
+        channel), as LiteRT (tf.lite.Interpreter) requires. By default a filter carries one zero
+        point for all channels, which TFLM's allocator accepts (its "space-saving optimization"):
+        8 bytes per output channel less FLASH (24 kB on MobileNetV1-0.25).
 
     Returns:
       The flatbuffer as bytes; run it with ``tfq_tiny.runtime.interpreter.Interpreter`` or TFLM
@@ -922,7 +928,7 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
     if len(tfl.model.subgraphs) != 1:
         raise ExportError(f"TF's model has {len(tfl.model.subgraphs)} subgraphs; expected 1.")
     op_of, tensor_of = _match(tfl, plan)
-    writer = _Writer(tfl, plan, tensor_of, int2_type, dense_int4)
+    writer = _Writer(tfl, plan, tensor_of, int2_type, dense_int4, litert_compatible)
     for i, tfl_op in enumerate(list(tfl.graph.operators)):
         name = tfl.op_name(tfl_op)
         op = op_of.get(i)
