@@ -45,6 +45,7 @@ from tfq_tiny.quantization.calibration import QuantizeWrapper, layer_slots, quan
 from tfq_tiny.quantization.configs import activation_name
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, int_range
 from tfq_tiny.quantization.policy import BitPolicy
+from tfq_tiny.quantization.quantizers import UniformQuantizer
 from tfq_tiny.runtime import custom_ops, kernels
 
 METADATA_NAME = "tfq_tiny"
@@ -140,6 +141,12 @@ class _Plan:
             raise ExportError(
                 f"model '{qmodel.name}' has no quantizers; export a model returned by "
                 "tfq_tiny.quantize_model (or loaded with tfq_tiny.load_model).")
+        for slot in slots:
+            if not isinstance(slot.quantizer, UniformQuantizer):
+                raise ExportError(
+                    f"layer '{slot.layer_name}' uses {type(slot.quantizer).__name__}, which has no "
+                    "integer kernel (k-means and other non-uniform quantizers are simulation only). "
+                    "Export a model quantized with tfq_tiny.quantize_model.")
         inputs = {s.layer_name: s for s in slots if s.kind == "input"}
         outputs = {s.layer_name: s for s in slots if s.kind == "output"}
         self.weight_slot = {s.layer_name: s for s in slots if s.kind == "weight"}
