@@ -560,9 +560,9 @@ def benchmark_report(rows):
         lines.append(f"Uniform W4A4: PTQ {w4a4['test_accuracy']:.2f} %, + QAT "
                      f"{_f(ft.get('W4A4', {}).get('test_accuracy_after'))} %. QAT of each policy "
                      "took " + ", ".join(
-                         f"{k} {v['seconds_this_run']:.0f} s" for k, v in ft.items()) + ", " +
-                     ", ".join(f"{meth} {by[(m, meth)]['finetune']['seconds_this_run']:.0f} s"
-                               for meth in ("fast", "rl") if (m, meth) in by) + ".")
+                         [f"{k} {v['seconds_this_run']:.0f} s" for k, v in ft.items()] +
+                         [f"{meth} {by[(m, meth)]['finetune']['seconds_this_run']:.0f} s"
+                          for meth in ("fast", "rl") if (m, meth) in by]) + ".")
         lines.append("")
         for method in ("fast", "rl"):
             r = by.get((m, method))
@@ -571,7 +571,24 @@ def benchmark_report(rows):
             lines.append(f"Bits, {method}: " + ", ".join(f"{k} {v}" for k, v in r["bits"].items()))
             lines.append("")
     done = [m for m in models if all((m, x) in by for x in ("fast", "rl"))]
-    lines += ["## The bar", "",
+    lines += ["## Overview", "",
+              "Test accuracy (%) at the uniform W4A4 budgets; \"uniform\" is the best fitting "
+              "uniform policy (W4A4 on every model here). Search wall time in seconds.", "",
+              "| model | float | uniform PTQ | fast PTQ | RL PTQ | uniform + QAT | fast + QAT | "
+              "RL + QAT | fast s | RL s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        u = by[(m, "uniform")]
+        best = u["best_fitting_uniform"]
+        get = lambda meth, key: by[(m, meth)][key] if (m, meth) in by else None  # noqa: E731
+        lines.append(
+            f"| {m} | {u['float_test_accuracy']:.2f} | {_f(best and best['test_accuracy'])} "
+            f"({best and best['policy']}) | {_f(get('fast', 'test_accuracy_ptq'))} | "
+            f"{_f(get('rl', 'test_accuracy_ptq'))} | "
+            f"{_f(best and u['finetune'].get(best['policy'], {}).get('test_accuracy_after'))} | "
+            f"{_f(get('fast', 'test_accuracy_finetuned'))} | "
+            f"{_f(get('rl', 'test_accuracy_finetuned'))} | {_f(get('fast', 'search_seconds'), 0)} "
+            f"| {_f(get('rl', 'search_seconds'), 0)} |")
+    lines += ["", "## The bar", "",
               f"Bar: mixed precision beats the best fitting uniform policy by >= 1 point on at "
               f"least three of the four models. Models with all cells measured: "
               f"{len(done)} of 4 ({', '.join(done) or 'none'}).", "",
@@ -581,10 +598,18 @@ def benchmark_report(rows):
                        ("either", "either search")):
         lines.append(f"| {label} | {summary[key][0]} of {len(done)} | {summary[key][1]} of "
                      f"{len(done)} |")
-    met = summary["either"][1] >= 3 or summary["either"][0] >= 3
-    lines += ["", f"Bar met: **{'yes' if met else 'no'}** (before fine-tuning: "
-              f"{summary['either'][0]} of {len(done)}; after: {summary['either'][1]} of "
-              f"{len(done)}; counted per model when either search reaches +1 point).", ""]
+    def verdict(count):
+        if count >= 3:
+            return "met"
+        if count + (4 - len(done)) >= 3:
+            return "not decided yet (models missing)"
+        return "NOT met"
+
+    lines += ["", f"Counting a model when either search reaches +1 point: after the same QAT "
+              f"(the issue's fine-tuned comparison) {summary['either'][1]} of {len(done)}, bar "
+              f"**{verdict(summary['either'][1])}**; with PTQ only (no fine-tuning) "
+              f"{summary['either'][0]} of {len(done)}, bar **{verdict(summary['either'][0])}**.",
+              ""]
     return "\n".join(lines)
 
 
