@@ -115,16 +115,16 @@ def _batch_chunks(n, per_item):
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
-def _requantize_acc(acc, bias, out_multiplier, out_shift, output_zp, act_min, act_max, rounding):
+def _requantize_acc(acc, bias, out_multiplier, out_shift, output_zp, act_min, act_max):
     acc = ar.wrap_int32(acc)
     if bias is not None:
         acc = ar.wrap_int32(acc + np.asarray(bias, dtype=np.int64))
-    scaled = ar.multiply_by_quantized_multiplier(acc, out_multiplier, out_shift, rounding)
+    scaled = ar.multiply_by_quantized_multiplier(acc, out_multiplier, out_shift)
     return _clamp(scaled + int(output_zp), act_min, act_max)
 
 
 def conv_2d(x, w, bias, *, input_zp, output_zp, out_multiplier, out_shift, act_min, act_max,
-            stride=(1, 1), dilation=(1, 1), pad=(0, 0), out_hw, rounding=None):
+            stride=(1, 1), dilation=(1, 1), pad=(0, 0), out_hw):
     """``reference_integer_ops::ConvPerChannel``: x NHWC, w OHWI, bias int32[O] or None.
 
     Grouped convolution (input depth a multiple of the filter's input depth) is supported as in
@@ -159,12 +159,12 @@ def conv_2d(x, w, bias, *, input_zp, output_zp, out_multiplier, out_shift, act_m
             cout = slice(g * per_group, (g + 1) * per_group)
             cols = patches[..., cin].reshape(hi - lo, oh, ow, -1)
             acc[lo:hi, ..., cout] = cols @ weights[cout].reshape(per_group, -1).T
-    return _requantize_acc(acc, bias, mult, shift, output_zp, act_min, act_max, rounding)
+    return _requantize_acc(acc, bias, mult, shift, output_zp, act_min, act_max)
 
 
 def depthwise_conv_2d(x, w, bias, *, depth_multiplier, input_zp, output_zp, out_multiplier,
                       out_shift, act_min, act_max, stride=(1, 1), dilation=(1, 1), pad=(0, 0),
-                      out_hw, rounding=None):
+                      out_hw):
     """``reference_integer_ops::DepthwiseConvPerChannel``: w is [1, H, W, C * depth_multiplier].
 
     Output channel ``c * depth_multiplier + m`` reads input channel ``c``.
@@ -193,11 +193,11 @@ def depthwise_conv_2d(x, w, bias, *, depth_multiplier, input_zp, output_zp, out_
     for lo, hi in _batch_chunks(n, oh * ow * kh * kw * out_depth):
         patches = _patches(shifted[lo:hi], (kh, kw), stride, dilation, pad, out_hw, 0)
         acc[lo:hi] = (patches * weights).sum(axis=(3, 4))
-    return _requantize_acc(acc, bias, mult, shift, output_zp, act_min, act_max, rounding)
+    return _requantize_acc(acc, bias, mult, shift, output_zp, act_min, act_max)
 
 
 def fully_connected(x, w, bias, *, input_zp, output_zp, out_multiplier, out_shift, act_min,
-                    act_max, weights_zp=0, rounding=None):
+                    act_max, weights_zp=0):
     """``reference_integer_ops::FullyConnected[PerChannel]``: x [N, K], w [O, K].
 
     ``out_multiplier``/``out_shift`` of length O is per-channel, length 1 per-tensor.
@@ -212,7 +212,7 @@ def fully_connected(x, w, bias, *, input_zp, output_zp, out_multiplier, out_shif
     if bias is not None:
         bias = _per_channel(bias, out_depth, "bias")
     acc = (x.astype(np.int64) - int(input_zp)) @ (w.astype(np.int64) - int(weights_zp)).T
-    return _requantize_acc(acc, bias, mult, shift, output_zp, act_min, act_max, rounding)
+    return _requantize_acc(acc, bias, mult, shift, output_zp, act_min, act_max)
 
 
 def add_params(s1, zp1, s2, zp2, s_out, zp_out, left_shift=20):
@@ -288,8 +288,8 @@ def requantized_average_pool_2d(x, *, filter_hw, stride, pad, out_hw, input_zp, 
 
     ``acc = sum(x - input_zp)`` over the in-image window (n elements), then one rounding of
     ``acc * (s_in / s_out) / n`` with ``M * 2^shift = s_in / s_out``:
-    ``floor((acc * M + d / 2) / d)`` with ``d = n * 2^(31 - shift)`` (ties toward +infinity, as
-    TFLITE_SINGLE_ROUNDING), plus ``output_zp``. Rescaling first and dividing by n afterwards
+    ``floor((acc * M + d / 2) / d)`` with ``d = n * 2^(31 - shift)`` (ties toward +infinity),
+    plus ``output_zp``. Rescaling first and dividing by n afterwards
     would round twice and disagree with the simulated pool on ~1/(2n) of the outputs."""
     acc, counts = _window_sums(np.asarray(x, np.int64) - int(input_zp), filter_hw, stride, pad, out_hw,
                                "requantized_average_pool_2d")
