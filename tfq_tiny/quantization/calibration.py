@@ -10,6 +10,7 @@ import numpy as np
 
 from tfq_tiny._compat import QuantizeLayer, keras, tf, tfmot
 from tfq_tiny.errors import CalibrationDataError
+from tfq_tiny.quantization.grid import round_half_away
 from tfq_tiny.quantization.range_init import ActivationObserver, asymmetric_qparams, weight_qparams
 
 QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
@@ -200,7 +201,6 @@ def snap_biases(qmodel, slots=None):
         bias = layer.bias.numpy().astype(np.float64)
         grid = np.float64(np.float32(source.variables["scale"].numpy().reshape(-1)[0])) * \
             np.asarray(slot.variables["scale"].numpy(), np.float32).astype(np.float64).reshape(-1)
-        codes = bias / grid
-        codes = np.sign(codes) * np.floor(np.abs(codes) + 0.5)
+        codes = round_half_away(bias / grid)
         ok = np.isfinite(codes) & (np.abs(codes) < 2.0 ** 30)
         layer.bias.assign(np.where(ok, codes * grid, bias).astype(np.float32).reshape(layer.bias.shape))

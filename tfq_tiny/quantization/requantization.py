@@ -19,6 +19,7 @@ from tfq_tiny._compat import tf
 from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
 from tfq_tiny.graph import Graph
 from tfq_tiny.quantization.configs import fused_relu
+from tfq_tiny.quantization.grid import tf_round_half_away
 
 
 class DoubleRounding:
@@ -42,8 +43,7 @@ class DoubleRounding:
         """Round ``scaled`` (real values in output steps, before the zero point) twice."""
         step = tf.pow(2.0, self.right_shifts(output_scale))
         high = tf.round(scaled * step)
-        value = high / step
-        return tf.sign(value) * tf.floor(tf.abs(value) + 0.5)
+        return tf_round_half_away(high / step)
 
 
 def _fused_output_slot(slot, graph, by_layer):
