@@ -7,8 +7,9 @@ from tfq_tiny._compat import keras
 from tfq_tiny.ptq import PTQConfig, PTQPipeline, find_units
 from tfq_tiny.ptq.adaround import AdaRound
 from tfq_tiny.ptq.bitsplit import BitSplit
-from tfq_tiny.ptq.reconstruction import (ReconstructionModel, fit, reconstruction_mse,
-                                         tensor_values, unit_forward)
+from tfq_tiny.ptq import reconstruction
+from tfq_tiny.ptq.reconstruction import (ReconstructionModel, StepCounter, StepSchedule, fit,
+                                         reconstruction_mse, tensor_values, unit_forward)
 from tfq_tiny.ptq.units import float_name
 from tfq_tiny.quantization import build_quantized_model, calibrate
 from tfq_tiny.preprocess import fold_batch_norm
@@ -63,6 +64,34 @@ def test_each_optimiser_beats_nearest_rounding_on_a_layer(trained, optimize):
         fit(recon, inputs, target, config.iterations, 32, optimiser.callbacks())
     optimiser.finalize(unit)
     assert reconstruction_mse(forward, inputs, target) < nearest
+
+
+def test_grouped_steps_keep_schedules_on_the_true_step_count(trained, monkeypatch):
+    """Steps run in groups per graph call; schedules and counters still see every step."""
+    model, data = trained
+    _, unit, inputs, target = _layer_unit(model, data)
+    monkeypatch.setattr(reconstruction, "SCHEDULE_POINTS", 10)
+
+    class Record(StepSchedule):
+        steps = []
+
+        def update(self, step):
+            self.steps.append((step, self.total))
+
+    class Count(StepCounter):
+        done = 0
+
+        def advance(self, steps, logs):
+            Count.done += steps
+
+    optimiser = AdaRound(PTQConfig(optimize="round"))
+    recon = ReconstructionModel(unit_forward(unit), optimiser.prepare(unit),
+                                optimiser.regularizer())
+    assert reconstruction.group_size(256 // 32, 320) == 8
+    fit(recon, inputs, target, 320, 32, [Record(), Count()] + optimiser.callbacks())
+    assert Record.steps == [(s, 320) for s in range(0, 320, 8)]
+    assert Count.done == 320
+    assert float(optimiser.beta.numpy()) < 3.0
 
 
 def _codes_on_grid(unit):

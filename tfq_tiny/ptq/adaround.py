@@ -10,8 +10,9 @@ result is an ordinary quantized model.
 """
 import numpy as np
 
-from tfq_tiny._compat import keras, tf
+from tfq_tiny._compat import tf
 from tfq_tiny.ptq.optimiser import Optimiser, register, weight_slots
+from tfq_tiny.ptq.reconstruction import StepSchedule
 from tfq_tiny.quantization.rounding import NearestRounding, Rounding
 
 ZETA, GAMMA = 1.1, -0.1
@@ -37,28 +38,22 @@ class AdaRoundRounding(Rounding):
         return tf.floor(scaled) + h
 
 
-class BetaAnnealing(keras.callbacks.Callback):
+class BetaAnnealing(StepSchedule):
     """AdaRound's schedule: no regulariser during warm-up, then beta decays linearly."""
 
     def __init__(self, beta, reg_on, start=20.0, end=2.0, warmup=0.2):
         super().__init__()
         self.beta, self.reg_on = beta, reg_on
         self.start, self.end, self.warmup = start, end, warmup
-        self.step = 0
 
-    def on_train_begin(self, logs=None):
-        self.step = 0
-        self.total = self.params["epochs"] * self.params["steps"]
-
-    def on_train_batch_begin(self, batch, logs=None):
+    def update(self, step):
         warm = int(self.warmup * self.total)
-        if self.step < warm:
+        if step < warm:
             self.reg_on.assign(0.0)
         else:
             self.reg_on.assign(1.0)
-            t = (self.step - warm) / max(1, self.total - warm)
+            t = (step - warm) / max(1, self.total - warm)
             self.beta.assign(self.end + (self.start - self.end) * max(0.0, 1.0 - t))
-        self.step += 1
 
 
 def _init_v(rest):

@@ -19,15 +19,15 @@ from tfq_tiny.ptq import adaquant, adaround, bitsplit, lsq  # noqa: F401  (regis
 from tfq_tiny.ptq.bias_tuning import bias_tuning_model, model_biases
 from tfq_tiny.ptq.config import PTQConfig
 from tfq_tiny.ptq.optimiser import OPTIMISERS, unit_state
-from tfq_tiny.ptq.reconstruction import (ReconstructionModel, fit, reconstruction_mse,
-                                         tensor_values, unit_forward)
+from tfq_tiny.ptq.reconstruction import (ReconstructionModel, StepCounter, fit,
+                                         reconstruction_mse, tensor_values, unit_forward)
 from tfq_tiny.ptq.units import find_units, float_name
 from tfq_tiny.quantization.calibration import as_batches, calibrate, snap_biases, tie_activation_ranges
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantize import build_quantized_model, strip_annotations
 
 
-class ProgressBar(keras.callbacks.Callback):
+class ProgressBar(StepCounter):
     """One tqdm bar over all reconstruction steps of a run (units and bias tuning)."""
 
     def __init__(self, total, enabled=True):
@@ -49,13 +49,13 @@ class ProgressBar(keras.callbacks.Callback):
         if self.bar is not None:
             self.bar.update(steps)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def advance(self, steps, logs):
         if self.bar is None:
             return
-        self.steps += 1
-        if logs and "mse" in logs and self.steps % 100 == 0:
+        if logs and "mse" in logs and (self.steps + steps) // 100 > self.steps // 100:
             self.bar.set_postfix_str(f"{self.unit} mse={float(logs['mse']):.3g}", refresh=False)
-        self.bar.update(1)
+        self.steps += steps
+        self.bar.update(steps)
 
     def close(self):
         if self.bar is not None:
