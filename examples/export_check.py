@@ -101,9 +101,11 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     row["within"] = 100.0 * float(np.mean(np.abs(integer - fake) <= step * (1 + 1e-4)))
     row["exact"] = 100.0 * float(np.mean(np.abs(integer - fake) <= step * 0.5))
     layers = converter.layer_agreement(qmodel, model_bytes, x_test[:FLAGS.layer_samples])
+    differing = {name: round((1 - v["exact"]) * v["elements"]) for name, v in layers.items()}
     worst = min(layers.items(), key=lambda kv: kv[1]["exact"])
-    where = f"all {len(layers)} layers" if worst[1]["exact"] == 1.0 else worst[0]
-    row["layers"] = f"{100 * worst[1]['exact']:.2f} ({where})"
+    row["layers"] = (f"100 (all {len(layers)} layers)" if not any(differing.values()) else
+                     f"{100 * worst[1]['exact']:.4f} ({worst[0]}; {sum(differing.values())} of "
+                     f"{sum(v['elements'] for v in layers.values())} outputs differ)")
     row["fake_acc"] = 100.0 * float(np.mean(fake.argmax(-1) == y_test))
     row["int_acc"] = 100.0 * float(np.mean(ours.argmax(-1) == y_test))
     row["size"] = len(model_bytes)

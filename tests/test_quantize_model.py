@@ -226,6 +226,26 @@ def test_biases_snapped_to_their_int32_grid(small_cnn, images):
     assert checked >= 4
 
 
+def test_tf_fixed_point_equals_the_kernels_numpy_arithmetic():
+    """The simulation's TF QuantizeMultiplier / MultiplyByQuantizedMultiplier equal the NumPy
+    arithmetic of the integer kernels on every element (negative values, ties, left shifts)."""
+    from tfq_tiny.quantization import requantization as rq
+    from tfq_tiny.runtime import arithmetic as ar
+
+    rng = np.random.default_rng(1)
+    reals = np.concatenate([rng.uniform(1e-6, 4.0, 300), 2.0 ** np.arange(-20, 2),
+                            np.nextafter(2.0 ** np.arange(-20, 2), 0)])
+    multiplier, shift = rq.quantize_multiplier(tf.constant(reals, tf.float64))
+    expected = [ar.quantize_multiplier(r, "double") for r in reals]
+    np.testing.assert_array_equal(multiplier.numpy(), [m for m, _ in expected])
+    np.testing.assert_array_equal(shift.numpy(), [s for _, s in expected])
+    x = np.concatenate([rng.integers(-(1 << 22), 1 << 22, (500, 1)), np.arange(-64, 64)[:, None]])
+    got = rq.multiply_by_quantized_multiplier(tf.constant(x, tf.int64), multiplier, shift).numpy()
+    want = ar.multiply_by_quantized_multiplier(x, np.array([m for m, _ in expected]),
+                                               np.array([s for _, s in expected]), "double")
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
 def test_weighted_outputs_simulate_tflm_double_rounding(small_cnn, images, policy):
     """Weighted layers' (fused) output quantizers get a DoubleRounding linked to their live input
