@@ -31,8 +31,9 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
               "preprocess", "init")
 # Settings that enter a cell's key only when they differ from these defaults, so the keys of
 # runs recorded before they were part of the key stay valid.
-KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None}
-RECIPE_FIELDS = ("preset", "preprocess", "init", "bias_tuning")
+KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
+              "checkpoint": None}
+RECIPE_FIELDS = ("preset", "preprocess", "init", "bias_tuning", "checkpoint")
 
 
 def define_flags():
@@ -59,12 +60,18 @@ def define_flags():
 def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
               calibration_samples=1024, test_samples=0, data_dir=None):
-    """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict."""
+    """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
+
+    ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
+    a retrained checkpoint never reuses results recorded on the old one."""
+    from tfq_tiny import models
+    from tfq_tiny.io import file_sha256
+
     return dict(model=model, bits=bits, optimize=optimize, granularity=granularity,
                 seed=int(seed), preset=preset, bias_tuning=bool(bias_tuning),
                 preprocess=preprocess, init=init, iterations=iterations,
                 calibration_samples=calibration_samples, test_samples=test_samples,
-                data_dir=data_dir)
+                data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)))
 
 
 def cell_key(cell):
@@ -173,16 +180,17 @@ def load_runs(path):
 def markdown_table(runs, command):
     """Table-2 layout: one row per (model, optimiser, granularity), one column per bit policy.
 
-    Recipe settings (preset, preprocess, init, bias tuning) that differ between the runs get
-    their own columns and split the rows, so runs of different recipes are never averaged.
+    Recipe settings (preset, preprocess, init, bias tuning, float checkpoint) that differ
+    between the runs get their own columns and split the rows, so runs of different recipes or
+    checkpoints are never averaged ("unrecorded": a run from before checkpoints were recorded).
     """
     import numpy as np
 
-    varying = [f for f in RECIPE_FIELDS if len({str(r.get(f)) for r in runs}) > 1]
+    varying = [f for f in RECIPE_FIELDS if len({str(r.get(f, "unrecorded")) for r in runs}) > 1]
     cells = {}
     for r in runs:
         row_key = (r["model"], r["optimize"], r["granularity"]) + tuple(
-            str(r.get(f)) for f in varying)
+            str(r.get(f, "unrecorded")) for f in varying)
         cells.setdefault(row_key, {}).setdefault(r["bits"], []).append(r)
     bits = sorted({r["bits"] for r in runs}, key=_bits_order)
     commands = list(dict.fromkeys([r["command"] for r in runs if r.get("command")]))

@@ -288,9 +288,8 @@ def search_checkpoint(name):
 
 
 def _sha256(path):
-    import hashlib
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
+    from tfq_tiny.io import file_sha256
+    return file_sha256(path)
 
 
 # ------------------------------------------------------------------- MobileNetV1 224, memory

@@ -88,11 +88,14 @@ def test_resume_skips_finished_cells(tmp_path):
     assert (tmp_path / "table.md").read_text().count("| cnn1d |") == 4   # 4 recipes, not averaged
 
 
-def test_cell_key_keeps_old_keys_and_separates_sample_counts():
+def test_cell_key_separates_sample_counts_and_checkpoints():
     cell = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0)
-    assert benchmark.cell_key(cell) == "cnn1d|w4a4|none|layer|0|paper|True|cle|mse"
+    assert benchmark.cell_key(cell) == ("cnn1d|w4a4|none|layer|0|paper|True|cle|mse|checkpoint="
+                                        + cell["checkpoint"])
+    assert benchmark.cell_key({**cell, "checkpoint": "0" * 16}) != benchmark.cell_key(cell)
     subset = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, test_samples=500)
-    assert benchmark.cell_key(subset) == benchmark.cell_key(cell) + "|test_samples=500"
+    assert benchmark.cell_key(subset) == benchmark.cell_key(cell).replace(
+        "|checkpoint=", "|test_samples=500|checkpoint=")
 
 
 @pytest.mark.parametrize("short, full", [("fig4", "fig4_init_cle"),

@@ -1,5 +1,6 @@
 """Atomic file output: every result, report and model file is written to a temporary file
 beside its target and moved into place, so an interrupted run never leaves a torn file."""
+import hashlib
 import json
 import os
 import tempfile
@@ -25,3 +26,12 @@ def atomic_write(path, data):
 
 def atomic_write_json(path, payload):
     atomic_write(path, json.dumps(payload, indent=2) + "\n")
+
+
+def file_sha256(path, length=16):
+    """The first ``length`` hex digits of a file's SHA-256 (which checkpoint a result used)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
