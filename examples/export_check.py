@@ -20,8 +20,10 @@ samples:
     python examples/export_check.py                       # all checkpoints that exist
     python examples/export_check.py --models=cnn1d --num_samples=2996
 
-Writes a Markdown table (with the command, seed, sample counts and machine) to --output,
-atomically.
+Every (model, policy) row is appended to ``<output stem>.jsonl`` as soon as it is measured, keyed
+by model, policy, float checkpoint (SHA-256 prefix) and the sample settings, so an interrupted
+check resumes and a retrained checkpoint re-runs only its own rows. The Markdown table (with
+the command, seed, sample counts and machine) is rewritten atomically after every row.
 """
 import os
 import platform
@@ -113,20 +115,26 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     return row
 
 
-def markdown(rows, skipped, command, elapsed, n_test, n_calib):
+def markdown(rows, skipped, command):
     import tensorflow as tf
 
+    n_test, n_calib = rows[-1]["n_test"], rows[-1]["n_calib"]
+    elapsed = sum(r["seconds"] for r in rows)
+    commands = list(dict.fromkeys(r.get("command", command) for r in rows))
     lines = [
         "# Export check: integer TFLite models of the benchmark checkpoints",
         "",
-        f"Command: `{command}`  ",
+        ("Command: " if len(commands) == 1 else "Commands: ")
+        + ", ".join(f"`{c}`" for c in commands) + "  ",
         f"Seed {FLAGS.seed}: {n_calib} calibration samples (training split), {n_test} test samples "
         f"(drawn from the test split with the same seed), per-layer check on the first "
         f"{min(FLAGS.layer_samples, n_test)} of them. Quantization: tfq_tiny.quantize_model defaults "
         "(MSE ranges, BN folding + CLE).  ",
         f"Machine: {platform.machine()} ({platform.processor() or 'cpu'}), {os.cpu_count()} cores "
         f"(shared), Python {platform.python_version()}, TensorFlow {tf.__version__}; "
-        f"wall time {elapsed / 60:.1f} min.",
+        f"wall time {elapsed / 60:.1f} min (sum over rows). Float checkpoints (SHA-256[:16]): "
+        + ", ".join(f"{m} `{c}`" for m, c in dict((r["model"], r["checkpoint"]) for r in rows).items())
+        + ".",
         "",
         "Policies: INT8 = W8A8; W4A8 exported with `dense_int4=\"conv_1x1\"` (the 4-bit Dense as a 1x1 "
         f"CONV_2D, so TFLM runs it with builtins only); W4A4; {MIXED_DESCRIPTION}. Model outputs "
@@ -167,15 +175,32 @@ def main(argv):
     from tfq_tiny._compat import keras
     from tfq_tiny.evaluate import accuracy
 
-    start = time.time()
+    import json
+
+    from benchmark import load_runs
+    from tfq_tiny.io import atomic_write, file_sha256
+
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    rows_path = os.path.splitext(FLAGS.output)[0] + ".jsonl"
+    done = load_runs(rows_path)
     rows, skipped = [], []
     n_test = n_calib = 0
+
+    def key(name, policy_name, checkpoint):
+        return (f"{name}|{policy_name}|{checkpoint}|{FLAGS.num_samples}|{FLAGS.layer_samples}|"
+                f"{FLAGS.calibration_samples}|{FLAGS.seed}")
+
     for name in FLAGS.models:
         path = models.checkpoint_path(name)
         if not os.path.exists(path):
             print(f"{name}: no checkpoint at {path} yet; skipped.")
             skipped.append(name)
+            continue
+        checkpoint = file_sha256(path)
+        keys = [key(name, p, checkpoint) for p in FLAGS.policies]
+        if all(k in done for k in keys):
+            rows += [done[k] for k in keys]
+            print(f"{name}: all {len(keys)} policies already checked in {rows_path}.")
             continue
         model = keras.models.load_model(path, compile=False)
         dataset = data.load(models.DATASET_OF[name], data_dir=FLAGS.data_dir, seed=FLAGS.seed)
@@ -186,16 +211,24 @@ def main(argv):
         y_test = np.asarray(dataset.y_test)[index]
         n_test, n_calib = count, len(calib)
         float_acc = accuracy(model, x_test, y_test)
-        for policy_name in FLAGS.policies:
+        for policy_name, row_key in zip(FLAGS.policies, keys):
+            if row_key in done:
+                rows.append(done[row_key])
+                continue
+            start = time.time()
             row = check(name, model, policy_name, calib, x_test, y_test, float_acc)
+            row.update(key=row_key, checkpoint=checkpoint, seconds=time.time() - start,
+                       n_test=n_test, n_calib=n_calib, command=command)
+            with open(rows_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[row_key] = row
             rows.append(row)
+            atomic_write(FLAGS.output, markdown(rows, skipped, command))
             print(" | ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
     if not rows:
         raise app.UsageError(f"no checkpoint found for {FLAGS.models}; nothing checked.")
-    from tfq_tiny.io import atomic_write
-
-    atomic_write(FLAGS.output, markdown(rows, skipped, command, time.time() - start, n_test, n_calib))
+    atomic_write(FLAGS.output, markdown(rows, skipped, command))
     print(f"wrote {FLAGS.output}")
 
 
