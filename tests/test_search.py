@@ -213,3 +213,19 @@ def test_m2_against_tflm_arena_for_int8_export(hand_model, tiny_task):
     # structs, quantization parameters, op data) is not activation memory and not in M2.
     assert m2 <= usage["head"] <= 64
     assert usage["total"] == usage["head"] + usage["tail"]
+
+
+def test_tflm_arena_usage_default_arena_fits_large_activations():
+    """The default arena is sized from our plan, so a 128 kB activation needs no arena_size."""
+    import tfq_tiny
+    from tfq_tiny._compat import keras
+    from tfq_tiny.export import to_tflite
+    from tfq_tiny.search.memory import tflm_arena_usage
+
+    inputs = keras.Input((128, 128, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    data = np.random.default_rng(0).uniform(size=(16, 128, 128, 1)).astype("float32")
+    usage = tflm_arena_usage(to_tflite(tfq_tiny.quantize_model(model, "w8a8", data)))
+    assert usage["head"] >= 128 * 128 * 8

@@ -409,13 +409,20 @@ def tflm_arena_usage(model_bytes, arena_size=None):
     aligned, laid out by TFLM's greedy planner), the number to compare with M2; ``tail`` holds
     what lives for the interpreter's lifetime (tensor structs, quantization parameters, op
     data, node/registration structs). The interpreter prints through C stdio, so the report
-    is read back from file descriptors 1 and 2.
+    is read back from file descriptors 1 and 2. The default ``arena_size`` is twice our plan
+    of the head (``export.arena.plan_arena``) plus 20 bytes per flatbuffer byte for the tail,
+    so models with large activations get an arena they fit in.
     """
     import re
     import sys
     import tempfile
 
     from tflite_micro.python.tflite_micro import runtime
+
+    if arena_size is None:
+        from tfq_tiny.export.arena import plan_arena
+
+        arena_size = max(64 * 1024, 2 * plan_arena(model_bytes)["head"] + 20 * len(model_bytes))
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -425,7 +432,7 @@ def tflm_arena_usage(model_bytes, arena_size=None):
             for fd in saved:
                 os.dup2(capture.fileno(), fd)
             interpreter = runtime.Interpreter.from_bytes(
-                bytes(model_bytes), arena_size=arena_size or max(64 * 1024, 20 * len(model_bytes)))
+                bytes(model_bytes), arena_size=arena_size)
             interpreter.print_allocations()
         finally:
             sys.stdout.flush()
