@@ -239,8 +239,9 @@ def test_tf_fixed_point_equals_the_kernels_numpy_arithmetic():
     expected = [ar.quantize_multiplier(r, "double") for r in reals]
     np.testing.assert_array_equal(multiplier.numpy(), [m for m, _ in expected])
     np.testing.assert_array_equal(shift.numpy(), [s for _, s in expected])
-    x = np.concatenate([rng.integers(-(1 << 22), 1 << 22, (500, 1)), np.arange(-64, 64)[:, None]])
-    got = rq.multiply_by_quantized_multiplier(tf.constant(x, tf.int64), multiplier, shift).numpy()
+    x = np.concatenate([rng.integers(-(1 << 22), 1 << 22, (500, 1)), np.arange(-64, 64)[:, None],
+                        rng.integers(-(1 << 28), 1 << 28, (200, 1)), [[(1 << 29) - 1], [-(1 << 29)]]])
+    got = rq.multiply_by_quantized_multiplier(tf.constant(x, tf.float64), multiplier, shift).numpy()
     want = ar.multiply_by_quantized_multiplier(x, np.array([m for m, _ in expected]),
                                                np.array([s for _, s in expected]), "double")
     np.testing.assert_array_equal(got, want)

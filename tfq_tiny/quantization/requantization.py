@@ -29,29 +29,34 @@ class DoubleRounding:
     The int32 accumulator (bias included) is recovered from the float layer output by
     rounding ``u * s_out / (s_in * s_w)``: the float sum is within float32 noise (far below
     0.5) of that integer. The multiplier and shift come from the float64 product of the
-    float32 scales, as ``QuantizeMultiplier`` gets them, and the two roundings run on int64,
-    so the result equals the integer kernel's on every element rather than up to float32
-    noise near a rounding boundary (which flipped about 1 output in 10^5 of 8-bit layers).
+    float32 scales, as ``QuantizeMultiplier`` gets them, and the two roundings are computed
+    exactly, so the result equals the integer kernel's on every element rather than up to
+    float32 noise near a rounding boundary (which flipped about 1 output in 10^5 of 8-bit
+    layers).
     """
 
     def __init__(self, input_scale, weight_scale):
         self.input_scale = input_scale
         self.weight_scale = weight_scale
 
-    def _real_multipliers(self, output_scale):
-        s_in = tf.cast(tf.reshape(self.input_scale, [-1])[0], tf.float64)
-        s_w = tf.cast(tf.reshape(self.weight_scale, [-1]), tf.float64)
-        s_out = tf.cast(tf.reshape(output_scale, [-1])[0], tf.float64)
-        return s_in * s_w / s_out
-
     def round(self, scaled, output_scale):
         """Round ``scaled`` (real values in output steps, before the zero point) as TFLM's
         ``MultiplyByQuantizedMultiplier`` rounds the accumulator behind it."""
-        real = self._real_multipliers(output_scale)
-        accumulator = tf.cast(tf.round(tf.cast(scaled, tf.float64) / real), tf.int64)
-        multiplier, shift = quantize_multiplier(real)
-        return tf.cast(multiply_by_quantized_multiplier(accumulator, multiplier, shift),
-                       scaled.dtype)
+        return _requantize(scaled, *(tf.convert_to_tensor(s) for s in
+                                     (self.input_scale, self.weight_scale, output_scale)))
+
+
+@tf.function(jit_compile=True)
+def _requantize(scaled, input_scale, weight_scale, output_scale):
+    """``DoubleRounding.round`` as one XLA-fused kernel: a dozen elementwise float64 ops on a
+    layer's whole output cost more than the layer itself when run one by one."""
+    s_in = tf.cast(tf.reshape(input_scale, [-1])[0], tf.float64)
+    s_w = tf.cast(tf.reshape(weight_scale, [-1]), tf.float64)
+    s_out = tf.cast(tf.reshape(output_scale, [-1])[0], tf.float64)
+    real = s_in * s_w / s_out
+    accumulator = tf.round(tf.cast(scaled, tf.float64) / real)
+    multiplier, shift = quantize_multiplier(real)
+    return tf.cast(multiply_by_quantized_multiplier(accumulator, multiplier, shift), scaled.dtype)
 
 
 def quantize_multiplier(real):
@@ -66,20 +71,20 @@ def quantize_multiplier(real):
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift):
-    """TFLM's double-rounding ``MultiplyByQuantizedMultiplier`` on int64 tensors: gemmlowp's
-    SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT (runtime/arithmetic.py is
-    the NumPy twin the kernels use; tests hold the two equal)."""
-    x = x * tf.bitwise.left_shift(tf.ones_like(shift), tf.maximum(shift, 0))
-    right = tf.maximum(-shift, 0)
-    product = x * multiplier
-    nudge = tf.where(product >= 0, tf.constant(1 << 30, tf.int64), tf.constant(1 - (1 << 30), tf.int64))
-    total = product + nudge
-    high = tf.where(total >= 0, tf.bitwise.right_shift(total, 31),
-                    -tf.bitwise.right_shift(-total, 31))
-    mask = tf.bitwise.left_shift(tf.ones_like(right), right) - 1
-    remainder = tf.bitwise.bitwise_and(high, mask)
-    threshold = tf.bitwise.right_shift(mask, 1) + tf.cast(high < 0, tf.int64)
-    return tf.bitwise.right_shift(high, right) + tf.cast(remainder > threshold, tf.int64)
+    """TFLM's double-rounding ``MultiplyByQuantizedMultiplier`` of integer-valued float64 ``x``
+    (|x| < 2^31): gemmlowp's SaturatingRoundingDoublingHighMul ``floor((x M + 2^30) / 2^31)``,
+    then RoundingDivideByPOT (half away from zero). Exact: ``x M`` is split so that every
+    partial result stays below 2^53; float64 because TF's int64 ops on CPU are ~15x slower
+    (runtime/arithmetic.py is the NumPy int64 twin the kernels use; tests hold them equal)."""
+    m = tf.cast(multiplier, tf.float64)
+    x = x * tf.pow(tf.constant(2.0, tf.float64), tf.cast(tf.maximum(shift, 0), tf.float64))
+    high_x = tf.floor(x / 2.0 ** 12)
+    product_high = high_x * m
+    carry = tf.floor(product_high / 2.0 ** 19)
+    rest = (product_high - carry * 2.0 ** 19) * 2.0 ** 12 + (x - high_x * 2.0 ** 12) * m + 2.0 ** 30
+    high = carry + tf.floor(rest / 2.0 ** 31)
+    step = tf.pow(tf.constant(2.0, tf.float64), tf.cast(tf.maximum(-shift, 0), tf.float64))
+    return tf.sign(high) * tf.floor(tf.abs(high) / step + 0.5)
 
 
 def _fused_output_slot(slot, graph, by_layer):
