@@ -21,6 +21,18 @@ from tfq_tiny._compat import keras, tf
 from tfq_tiny.graph import call_layer
 
 
+def apply_group_gradients(groups, optimizers, grads):
+    """Apply ``grads`` (ordered as the groups' variables, concatenated) group by group, each
+    with its own optimizer; variables without a gradient are skipped."""
+    start = 0
+    for (variables, _), optimizer in zip(groups, optimizers):
+        pairs = [(g, v) for g, v in zip(grads[start:start + len(variables)], variables)
+                 if g is not None]
+        start += len(variables)
+        if pairs:
+            optimizer.apply_gradients(pairs)
+
+
 class ReconstructionModel(keras.Model):
     """A Keras model over a callable, training only the given variable groups.
 
@@ -50,15 +62,8 @@ class ReconstructionModel(keras.Model):
             mse = tf.reduce_mean(tf.square(self(x, training=True) - y))
             reg = self._regularizer() if self._regularizer is not None else tf.constant(0.0)
             loss = mse + reg
-        grads = tape.gradient(loss, self._opt_vars)
-        start = 0
-        for (variables, _), optimizer in zip(self._groups,
-                                             [self.optimizer] + self._extra_optimizers):
-            pairs = [(g, v) for g, v in zip(grads[start:start + len(variables)], variables)
-                     if g is not None]
-            start += len(variables)
-            if pairs:
-                optimizer.apply_gradients(pairs)
+        apply_group_gradients(self._groups, [self.optimizer] + self._extra_optimizers,
+                              tape.gradient(loss, self._opt_vars))
         return {"loss": loss, "mse": mse, "reg": reg}
 
     def test_step(self, data):

@@ -39,6 +39,7 @@ from tfq_tiny.io import atomic_write
 from tfq_tiny.ptq.config import PTQConfig
 from tfq_tiny.ptq.lsq import LSQ
 from tfq_tiny.ptq.optimiser import mean_abs
+from tfq_tiny.ptq.reconstruction import apply_group_gradients
 from tfq_tiny.ptq.units import Unit
 from tfq_tiny.quantization.calibration import (QuantizeWrapper, input_activation_slot,
                                                quantizer_slots, snap_biases,
@@ -209,14 +210,7 @@ class QATModel(keras.Model):
         with tf.GradientTape() as tape:
             out = self(x, training=True)
             loss = self._loss_fn(y, out)
-        grads = tape.gradient(loss, self._opt_vars)
-        start = 0
-        for (variables, _), optimizer in zip(self._groups, self._optimizers):
-            pairs = [(g, v) for g, v in zip(grads[start:start + len(variables)], variables)
-                     if g is not None]
-            start += len(variables)
-            if pairs:
-                optimizer.apply_gradients(pairs)
+        apply_group_gradients(self._groups, self._optimizers, tape.gradient(loss, self._opt_vars))
         for scale in self._scales:
             scale.assign(tf.maximum(scale, _MIN_SCALE))
         for source, target in self._ties:
