@@ -184,7 +184,6 @@ def main(argv):
     rows_path = os.path.splitext(FLAGS.output)[0] + ".jsonl"
     done = load_runs(rows_path)
     rows, skipped = [], []
-    n_test = n_calib = 0
 
     def key(name, policy_name, checkpoint):
         return (f"{name}|{policy_name}|{checkpoint}|{FLAGS.num_samples}|{FLAGS.layer_samples}|"

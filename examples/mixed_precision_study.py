@@ -248,6 +248,7 @@ def _best_episode(history):
 
 def run_model(name, done):
     from tfq_tiny import BitPolicy
+    from tfq_tiny.io import file_sha256
     from tfq_tiny.search import MemoryModel
 
     todo = [m for m in ["uniform"] + list(FLAGS.methods) if (name, m) not in done]
@@ -264,7 +265,7 @@ def run_model(name, done):
          f"RAM {ram:,} B; smallest reachable {mm.minimum()}")
     base = {"budgets": {"flash": flash, "ram": ram}, "variables": len(mm.variables),
             "dataset": setup.dataset.name, "samples": _samples(setup),
-            "checkpoint_sha256": _sha256(search_checkpoint(name))}
+            "checkpoint_sha256": file_sha256(search_checkpoint(name))}
     evaluator = None
     for method in todo:
         _log(f"{name}: cell {method}")
@@ -285,11 +286,6 @@ def run_model(name, done):
 def search_checkpoint(name):
     from tfq_tiny import models
     return models.checkpoint_path(name)
-
-
-def _sha256(path):
-    from tfq_tiny.io import file_sha256
-    return file_sha256(path)
 
 
 # ------------------------------------------------------------------- MobileNetV1 224, memory

@@ -24,7 +24,7 @@ from tfq_tiny.quantization.grid import tf_round_half_away
 
 class DoubleRounding:
     """TFLM's default double rounding of ``u = acc * s_in * s_w[c] / s_out`` (per channel on the
-    last axis), from live scale variables, computed in integers as TFLM does.
+    last axis), from live scale variables, computed exactly as TFLM's integer code does.
 
     The int32 accumulator (bias included) is recovered from the float layer output by
     rounding ``u * s_out / (s_in * s_w)``: the float sum is within float32 noise (far below
@@ -59,12 +59,17 @@ def _requantize(scaled, input_scale, weight_scale, output_scale):
     return tf.cast(multiply_by_quantized_multiplier(accumulator, multiplier, shift), scaled.dtype)
 
 
+def _pow2(exponent):
+    """``2^exponent`` in float64 (exact) for an integer-valued tensor ``exponent``."""
+    return tf.pow(tf.constant(2.0, tf.float64), tf.cast(exponent, tf.float64))
+
+
 def quantize_multiplier(real):
     """``tflite::QuantizeMultiplier`` of positive float64 ``real``: int64 (multiplier, shift),
     ``real = multiplier * 2^(shift - 31)``, the multiplier in [2^30, 2^31)."""
     bits = tf.bitcast(real, tf.int64)
     shift = tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 52), 0x7FF) - 1022
-    fraction = real / tf.pow(tf.constant(2.0, tf.float64), tf.cast(shift, tf.float64))
+    fraction = real / _pow2(shift)
     multiplier = tf.cast(tf_round_half_away(fraction * 2.0 ** 31), tf.int64)
     carry = tf.equal(multiplier, 1 << 31)
     return tf.where(carry, multiplier // 2, multiplier), tf.where(carry, shift + 1, shift)
@@ -77,14 +82,13 @@ def multiply_by_quantized_multiplier(x, multiplier, shift):
     partial result stays below 2^53; float64 because TF's int64 ops on CPU are ~15x slower
     (runtime/arithmetic.py is the NumPy int64 twin the kernels use; tests hold them equal)."""
     m = tf.cast(multiplier, tf.float64)
-    x = x * tf.pow(tf.constant(2.0, tf.float64), tf.cast(tf.maximum(shift, 0), tf.float64))
+    x = x * _pow2(tf.maximum(shift, 0))
     high_x = tf.floor(x / 2.0 ** 12)
     product_high = high_x * m
     carry = tf.floor(product_high / 2.0 ** 19)
     rest = (product_high - carry * 2.0 ** 19) * 2.0 ** 12 + (x - high_x * 2.0 ** 12) * m + 2.0 ** 30
     high = carry + tf.floor(rest / 2.0 ** 31)
-    step = tf.pow(tf.constant(2.0, tf.float64), tf.cast(tf.maximum(-shift, 0), tf.float64))
-    return tf.sign(high) * tf.floor(tf.abs(high) / step + 0.5)
+    return tf_round_half_away(high / _pow2(tf.maximum(-shift, 0)))
 
 
 def _fused_output_slot(slot, graph, by_layer):
