@@ -12,6 +12,8 @@ inputs), where it holds on every element. End to end, one-step differences compo
 .5 ties of average pooling that the float simulation resolves by rounding noise), so only the
 argmax agreement is asserted there and the within-one-step share is printed.
 """
+import json
+
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
@@ -21,7 +23,7 @@ from tfq_tiny import BitPolicy, models
 from tfq_tiny._compat import keras, tf
 from tfq_tiny.analysis import op_graph
 from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError
-from tfq_tiny.export import flatbuffer, packing
+from tfq_tiny.export import flatbuffer, packing, size_report
 from tfq_tiny.export.converter import (ExportError, dequantize_output, layer_agreement, policy_of,
                                        quantize_input, read_metadata, to_tflite)
 from tfq_tiny.runtime import custom_ops
@@ -340,6 +342,31 @@ def test_flatbuffer_size_is_close_to_ideal(policy):
     ideal = _ideal_bytes(qmodel)
     print(f"cnn1d {policy}: {len(model_bytes)} bytes, ideal {ideal} ({len(model_bytes) / ideal - 1:+.2%})")
     assert ideal < len(model_bytes) <= 1.03 * ideal + 4096
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "mixed"])
+def test_size_report_accounts_for_every_byte(exports, policy):
+    qmodel, model_bytes, _ = exports("image", policy)
+    report = size_report(model_bytes)
+    assert report["total"] == len(model_bytes)
+    assert sum(v for k, v in report.items() if k != "total") == len(model_bytes)
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+
+    def stored(suffix):
+        return sum(len(model.buffers[t.buffer].data) for t in graph.tensors if t.name.endswith(suffix))
+
+    kernels = [t for t in graph.tensors if t.name.endswith(b"/kernel")]
+    assert (report["weights"], report["biases"]) == (stored(b"/kernel"), stored(b"/bias"))
+    assert report["scales"] == sum(4 * len(t.quantization.scale) for t in kernels)
+    assert report["weights"] + report["biases"] + report["scales"] <= _ideal_bytes(qmodel)
+    assert report["metadata"] == len(json.dumps(read_metadata(model_bytes), sort_keys=True, separators=(",", ":")))
+    assert report["names"] >= sum(len(t.name) + 5 for t in graph.tensors if t.name)
+    assert report["options"] >= sum(len(op.customOptions) for op in graph.operators if op.customOptions is not None)
+    assert report["padding"] < 16 * len(model.buffers)
+    for cut in (4, 100, len(model_bytes) // 2):
+        with pytest.raises(ModelFileError, match="size_report"):
+            size_report(model_bytes[:cut])
 
 
 def test_filters_carry_one_zero_point_unless_litert_compatible(exports):

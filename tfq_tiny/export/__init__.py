@@ -1,4 +1,6 @@
-"""Packing, flatbuffer tools and the converter (``tfq_tiny.export.to_tflite``)."""
+"""Packing, flatbuffer tools, the converter (``tfq_tiny.export.to_tflite``) and
+``size_report`` (where a flatbuffer's bytes go)."""
+from tfq_tiny.export.size import size_report
 
 _CONVERTER_NAMES = ("to_tflite", "read_metadata", "quantize_input", "dequantize_output",
                     "layer_agreement", "policy_of", "ExportError")
