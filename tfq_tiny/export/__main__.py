@@ -26,7 +26,7 @@ flags.DEFINE_enum("dense_int4", "custom", ["custom", "conv_1x1"],
                   "Dense with 4-bit weights and 8-bit activations: TFQ_FULLY_CONNECTED, or a "
                   "1x1 CONV_2D builtin (no custom operator needed).")
 flags.DEFINE_bool("litert_compatible", False, "Full per-channel zero point arrays (LiteRT needs "
-                  "them; TFLM accepts one zero point per filter, 8 B per channel less).")
+                  "them; TFLM accepts one zero point per filter, up to 8 B per channel less).")
 flags.mark_flags_as_required(["model", "output"])
 
 

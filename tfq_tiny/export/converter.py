@@ -836,9 +836,18 @@ def _name_tensors(graph, plan, activations):
             tensor.name = f"const_{index}"
 
 
+def _is_empty(buffer):
+    return (buffer.data is None or len(buffer.data) == 0) and not buffer.offset
+
+
 def _compact(model):
-    """Drop tensors, buffers and operator codes nothing uses any more; renumber the rest."""
+    """Drop tensors, buffers and operator codes nothing uses any more; renumber the rest. Every
+    tensor without data refers to the empty buffer 0 (TF's converter gives each its own)."""
     graph = model.subgraphs[0]
+    if _is_empty(model.buffers[0]):
+        for tensor in graph.tensors:
+            if _is_empty(model.buffers[int(tensor.buffer)]):
+                tensor.buffer = 0
     used = set(int(i) for i in graph.inputs) | set(int(i) for i in graph.outputs)
     for op in graph.operators:
         used |= {int(i) for i in op.inputs if i >= 0} | {int(i) for i in op.outputs}
@@ -877,6 +886,16 @@ def _compact(model):
     return new_index
 
 
+def _fixed_shapes(graph):
+    """Drop what a fixed-shape model does not need: ``shape_signature`` (TF's -1 batch; TFLM has
+    no dynamic shapes and a packed tensor's byte shape contradicts it) and ``has_rank`` where the
+    shape is given (it only marks unranked tensors among those with an empty shape)."""
+    for tensor in graph.tensors:
+        tensor.shapeSignature = None
+        if tensor.shape is not None and len(tensor.shape):
+            tensor.hasRank = False
+
+
 def _add_metadata(model, info):
     buffer = schema_fb.BufferT()
     buffer.data = np.frombuffer(json.dumps(info, sort_keys=True, separators=(",", ":")).encode(), np.uint8).copy()
@@ -906,7 +925,8 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
       litert_compatible: write every per-channel filter's zero points in full (one int64 per
         channel), as LiteRT (tf.lite.Interpreter) requires. By default a filter carries one zero
         point for all channels, which TFLM's allocator accepts (its "space-saving optimization"):
-        8 bytes per output channel less FLASH (24 kB on MobileNetV1-0.25).
+        up to 8 bytes per output channel less FLASH (4 kB on MobileNetV1-0.25, whose filters of
+        equal channel count share one zero-point vector).
 
     Returns:
       The flatbuffer as bytes; run it with ``tfq_tiny.runtime.interpreter.Interpreter`` or TFLM
@@ -959,6 +979,7 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
     tfl.model.metadata = []
     tfl.model.description = "tfq_tiny"
     renumbered = _compact(tfl.model)
+    _fixed_shapes(tfl.graph)
     _name_tensors(tfl.graph, plan, {renumbered[i]: name for i, name in tensor_of.items() if i in renumbered})
     from tfq_tiny import __version__
     old_index = {new: old for old, new in renumbered.items()}

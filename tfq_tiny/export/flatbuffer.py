@@ -1,6 +1,7 @@
 """Read, edit and write TFLite flatbuffers through the schema's Python object API.
 
-``read_model``/``write_model`` convert between bytes and ``schema_fb.ModelT``;
+``read_model``/``write_model`` convert between bytes and ``schema_fb.ModelT`` (``write_model``
+writes equal strings, vectors, quantization parameters and builtin options once);
 ``retype_constant_tensor`` turns an int8 constant tensor (e.g. a CONV_2D filter whose values
 already lie on the 4- or 2-bit grid) into a packed ``INT4``/``INT2`` tensor with
 ``packing.pack``. The converter builds on these.
@@ -35,11 +36,73 @@ def read_model(model_bytes):
         ) from exc
 
 
+class _SharingBuilder(flatbuffers.Builder):
+    """A Builder that writes every distinct string and numeric vector once and gives its offset
+    to every parent that refers to it (a flatbuffer may reference one object from any number of
+    places; TFLM, LiteRT and the object API read such files as usual)."""
+
+    def __init__(self, initial_size):
+        super().__init__(initial_size)
+        self.shared = {}
+
+    def once(self, key, make):
+        """The offset of the object ``key`` names, written by ``make()`` the first time."""
+        if key not in self.shared:
+            self.shared[key] = make()
+        return self.shared[key]
+
+    def CreateString(self, s, encoding="utf-8", errors="strict"):
+        data = s.encode(encoding, errors) if isinstance(s, str) else bytes(s)
+        return self.once(("string", data), lambda: super(_SharingBuilder, self).CreateString(data))
+
+    def CreateNumpyVector(self, x):
+        return self.once(("vector", x.dtype.str, x.tobytes()),
+                         lambda: super(_SharingBuilder, self).CreateNumpyVector(x))
+
+
+def _table_key(table):
+    """A hashable image of a flat object-API table (scalars and numeric vectors), None if it
+    holds a nested table or a list."""
+    items = []
+    for name, value in sorted(vars(table).items()):
+        if isinstance(value, np.ndarray):
+            value = (value.dtype.str, value.shape, value.tobytes())
+        elif value is not None and not isinstance(value, (bool, int, float, bytes, str)):
+            return None
+        items.append((name, value))
+    return type(table).__name__, tuple(items)
+
+
+class _SharedTable:
+    """Stands in for an object-API table while packing: equal tables are written once."""
+
+    def __init__(self, table):
+        self.table, self.key = table, _table_key(table)
+
+    def Pack(self, builder):
+        if self.key is None:
+            return self.table.Pack(builder)
+        return builder.once(("table",) + self.key, lambda: self.table.Pack(builder))
+
+
 def write_model(model):
-    """Serialise a ``schema_fb.ModelT`` to flatbuffer bytes with the TFLite file identifier."""
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-    return bytes(builder.Output())
+    """Serialise a ``schema_fb.ModelT`` to flatbuffer bytes with the TFLite file identifier.
+
+    Equal strings, numeric vectors (shapes, zero points, scales, custom options), tensors'
+    QuantizationParameters and operators' builtin options are written once and shared."""
+    shared = [(t, "quantization") for sg in model.subgraphs or [] for t in sg.tensors or []]
+    shared += [(op, "builtinOptions") for sg in model.subgraphs or [] for op in sg.operators or []]
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr in shared]
+    for obj, attr, table in saved:
+        if table is not None:
+            setattr(obj, attr, _SharedTable(table))
+    try:
+        builder = _SharingBuilder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+        return bytes(builder.Output())
+    finally:
+        for obj, attr, table in saved:
+            setattr(obj, attr, table)
 
 
 def _tensor(model, tensor_index, subgraph):
