@@ -46,8 +46,8 @@ def define_flags():
     flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR).")
     flags.DEFINE_integer("seed", 0, "Seed of the data draws, the RL agent and the QAT order.")
     flags.DEFINE_integer("calibration_samples", 512, "Unlabeled calibration samples (train split).")
-    flags.DEFINE_integer("proxy_samples", 1000, "Labelled proxy samples (train split, disjoint "
-                         "from the calibration draw) for the rewards and sensitivities.")
+    flags.DEFINE_integer("proxy_samples", 1000, "Labelled proxy samples (a seeded draw from the "
+                         "validation split) for the rewards and sensitivities.")
     flags.DEFINE_list("proxy_samples_of", ["mobilenet_v1=500"],
                       "model=N: a smaller proxy split for that model (scaled down for CPU time).")
     flags.DEFINE_list("search_calibration_samples", ["mobilenet_v1=128"],
@@ -84,6 +84,9 @@ def _per_model(values, model, default=0):
         if name == model:
             return int(n)
     return default
+
+
+PROXY_SPLIT = "val"  # where search.load_setup draws the proxy split from
 
 
 def _log(message):
@@ -265,7 +268,7 @@ def run_model(name, done):
          f"RAM {ram:,} B; smallest reachable {mm.minimum()}")
     base = {"budgets": {"flash": flash, "ram": ram}, "variables": len(mm.variables),
             "dataset": setup.dataset.name, "samples": _samples(setup),
-            "checkpoint_sha256": file_sha256(search_checkpoint(name))}
+            "checkpoint_sha256": file_sha256(search_checkpoint(name)), "proxy_split": PROXY_SPLIT}
     evaluator = None
     for method in todo:
         _log(f"{name}: cell {method}")
@@ -473,8 +476,7 @@ def benchmark_report(rows):
         "model (`tfq_tiny.search.MemoryModel`, = `analysis.model_statistics`).",
         "- Quantization for every reported accuracy: `quantize_model` default pipeline (BN fold + "
         "CLE, MSE range init) on the calibration draw (table below). The searches score policies "
-        "the same way on a labelled proxy split of training samples disjoint from the calibration "
-        "draw (RL reward: proxy accuracy after PTQ; fast search: KL sensitivity of each tensor "
+        "the same way on a labelled proxy split drawn from the validation split (RL reward: proxy accuracy after PTQ; fast search: KL sensitivity of each tensor "
         "lowered alone, then the exact ILP); where the table gives fewer search calibration "
         "samples, the searches calibrate with the first ones of the draw (CPU time).",
         "- RL: DDPG, mode concurrent, " + ", ".join(sorted({
@@ -690,6 +692,17 @@ def write_reports():
         atomic_write(FLAGS.m224_report, text)
 
 
+def _current(row):
+    """A recorded cell still counts as done: made on today's checkpoint with today's proxy split
+    (MobileNet-224 has neither)."""
+    from tfq_tiny.io import file_sha256
+
+    if row["model"] == M224:
+        return True
+    return row.get("proxy_split") == PROXY_SPLIT and \
+        row.get("checkpoint_sha256") == file_sha256(search_checkpoint(row["model"]))
+
+
 def main(argv):
     del argv
     search._stop_on_signals()
@@ -699,7 +712,7 @@ def main(argv):
     unknown = set(FLAGS.models) - set(BENCHMARK_MODELS) - {M224}
     if unknown or set(FLAGS.methods) - {"fast", "rl"}:
         raise app.UsageError(f"unknown models {sorted(unknown)} or methods {FLAGS.methods}")
-    done = {(r["model"], r["method"]) for r in read_cells(_cells_path())}
+    done = {(r["model"], r["method"]) for r in read_cells(_cells_path()) if _current(r)}
     try:
         for name in FLAGS.models:
             if name == M224:

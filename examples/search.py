@@ -45,7 +45,7 @@ def define_flags():
                       "(concurrent) or one after the other (independent).")
     flags.DEFINE_boolean("keep_residual_8bit", False, "Fix residual-branch activations at 8 bits.")
     flags.DEFINE_integer("calibration_samples", 512, "Unlabeled training samples for calibration.")
-    flags.DEFINE_integer("proxy_samples", 1000, "Labelled training samples of the proxy split.")
+    flags.DEFINE_integer("proxy_samples", 1000, "Labelled validation samples of the proxy split (scores candidate policies).")
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_string("output", "/tmp/tfq_search", "Output directory.")
     flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
@@ -263,9 +263,11 @@ def load_setup(model_name, data_dir=None, seed=0, calibration_samples=512, proxy
     """The shipped float model and the seeded draws a search uses.
 
     From one permutation of the training split (``seed``): the calibration samples, then
-    (disjoint) the labelled proxy split, then (disjoint) the QAT-reward samples. The test split
-    is cut to its first ``test_samples`` (0 = all). Returns a SimpleNamespace with model,
-    dataset, calib, x_proxy, y_proxy, qat_idx, x_test, y_test.
+    (disjoint) the QAT-reward samples. The labelled proxy split that scores candidate policies
+    is a seeded draw from the *validation* split: the float model has fitted its training
+    samples, so on them quantization damage barely shows and rewards hardly tell policies
+    apart. The test split is cut to its first ``test_samples`` (0 = all). Returns a
+    SimpleNamespace with model, dataset, calib, x_proxy, y_proxy, qat_idx, x_test, y_test.
     """
     import types
 
@@ -280,17 +282,22 @@ def load_setup(model_name, data_dir=None, seed=0, calibration_samples=512, proxy
                              f"examples/train.py --model={model_name}.")
     model = keras.models.load_model(path, compile=False)
     dataset = data.load(models.DATASET_OF[model_name], data_dir=data_dir, seed=seed)
-    order = np.random.default_rng(seed).permutation(dataset.size("train"))
-    n_cal, n_proxy = calibration_samples, proxy_samples
-    proxy_idx = np.sort(order[n_cal:n_cal + n_proxy])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(dataset.size("train"))
+    n_val = dataset.size("val")
+    if proxy_samples > n_val:
+        raise app.UsageError(f"--proxy_samples={proxy_samples} exceeds the {n_val} validation "
+                             f"samples of {dataset.name}; use at most {n_val}.")
+    proxy_idx = np.sort(rng.permutation(n_val)[:proxy_samples])
+    n_cal = calibration_samples
     x_test, y_test = dataset.x_test, dataset.y_test
     if test_samples:
         x_test, y_test = x_test[:test_samples], y_test[:test_samples]
     return types.SimpleNamespace(
         name=model_name, model=model, dataset=dataset, order=order,
         calib=dataset.features("train", np.sort(order[:n_cal])),
-        x_proxy=dataset.features("train", proxy_idx), y_proxy=dataset.labels("train", proxy_idx),
-        qat_idx=np.sort(order[n_cal + n_proxy:n_cal + n_proxy + qat_samples]),
+        x_proxy=dataset.features("val", proxy_idx), y_proxy=dataset.labels("val", proxy_idx),
+        qat_idx=np.sort(order[n_cal:n_cal + qat_samples]),
         x_test=x_test, y_test=y_test)
 
 
