@@ -49,7 +49,7 @@ def custom_options(model_bytes):
     for op in model.subgraphs[0].operators:
         code = model.operatorCodes[op.opcodeIndex].customCode
         if code:
-            options = flexbuffers.Loads(bytes(np.asarray(op.customOptions, np.uint8)))
+            options = custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
             found.append((code.decode(), options, [int(i) for i in op.inputs], [int(i) for i in op.outputs]))
     return model, found
 

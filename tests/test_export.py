@@ -273,22 +273,21 @@ def test_mixed_policy_operator_table(exports):
         code = model.operatorCodes[op.opcodeIndex]
         if code.customCode:
             name = graph.tensors[op.outputs[0]].name.decode()
-            options[name] = flexbuffers.Loads(bytes(np.asarray(op.customOptions, np.uint8)))
-    # keys equal to the contract's defaults (8 bits, stride 1, full act range) are left out
-    assert {options["add"].get("input_bits", 8), options["add"].get("input2_bits", 8)} == {4, 8}
+            options[name] = custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    assert {options["add"]["input_bits"], options["add"]["input2_bits"]} == {4, 8}
     assert options["dw"]["weight_bits"] == 2 and options["dw"]["output_bits"] == 2
     assert options["dw"]["depth_multiplier"] == 2 and options["dw"]["padding"] == "SAME"
     dw_zero_point = int(next(t for t in graph.tensors if t.name == b"dw").quantization.zeroPoint[0])
-    assert options["dw"].get("act_min", -2) == max(-2, dw_zero_point)  # ReLU6 folded into the range
+    assert options["dw"]["act_min"] == max(-2, dw_zero_point)  # ReLU6 folded into the range
     assert options["c1"]["input_bits"] == 4
     # packed tensors are declared [1, bytes]; the operators carry their logical shapes
     assert options["c1"]["input_shape"] == [1, 12, 12, 3] and "output_shape" not in options["c1"]
     assert options["dw"]["output_shape"] == [1, 12, 12, 16]
     dw_out = next(t for t in graph.tensors if t.name == b"dw")
     assert list(dw_out.shape) == [1, 12 * 12 * 16 * 2 // 8]
-    assert "weight_bits" not in options["c1"] and "output_bits" not in options["c1"]
-    assert "output_bits" not in options["fc"] and options["fc"]["weight_bits"] == 2
-    assert all("stride_h" not in options[k] and "dilation_w" not in options[k] for k in ("c1", "dw", "pw", "sc"))
+    assert options["c1"]["weight_bits"] == options["c1"]["output_bits"] == 8
+    assert options["fc"]["output_bits"] == 8 and options["fc"]["weight_bits"] == 2
+    assert all(options[k].get("stride_h", 1) == options[k].get("dilation_w", 1) == 1 for k in ("c1", "dw", "pw", "sc"))
     assert options["ap"]["stride_h"] == options["ap"]["filter_w"] == 2
     types = tensor_types(model_bytes)
     assert types["dw/kernel"] == "INT8" and types["c1/kernel"] == "INT8" and types["pw/kernel"] == "INT8"
@@ -310,7 +309,7 @@ def test_sub_8bit_input_is_stored_packed(exports):
     _, model_bytes, x = exports("image", "w4a4")
     meta = read_metadata(model_bytes)
     grid = meta["inputs"][0]
-    assert meta["layout_version"] == 2
+    assert meta["layout_version"] == 3
     assert grid["bits"] == 4 and grid["storage_bits"] == 4 and grid["shape"] == [1, 12, 12, 3]
     rows = quantize_input(meta, x[:3])
     assert rows.shape == (3, 216) and rows.dtype == np.int8  # 432 int4 values per sample
@@ -526,12 +525,26 @@ def _with_custom_options(model_bytes, code, options_bytes):
 
 
 C1_SHAPES = {"input_shape": [1, 12, 12, 3], "output_shape": [1, 12, 12, 8]}  # image W4A4, first conv
+C1_FIELDS = [4, 4, 4, -8, 7, 1, 1, 1, 0, 0, 1, 1, 1, 4]  # custom_ops.OPTION_FIELDS, padding SAME
+
+
+def _vector(values):
+    builder = flexbuffers.Builder()
+    builder.TypedVectorFromElements(values)
+    return bytes(builder.Finish())
 
 
 @pytest.mark.parametrize("options,match", [
     (None, "custom options are missing"),
     (b"\x01\x02", "flexbuffer"),
-    (bytes(flexbuffers.Dumps([1, 2])), "must be a flexbuffer map"),
+    (bytes(flexbuffers.Dumps("SAME")), "must be a flexbuffer vector of integers"),
+    (_vector(C1_FIELDS[:5] + [3]), "'padding' must be"),
+    (bytes(flexbuffers.Dumps([4, "4"])), "'weight_bits' must be an integer"),
+    (_vector([4, 3]), "weight_bits"),
+    (_vector(C1_FIELDS + [5, 1, 1, 12, 12, 3]), "element 14 must be a rank from 0 to 4"),
+    (_vector(C1_FIELDS + [4, 1, 12, 12, 3, 4, 1, 12]), "element 19 must be a rank"),
+    (_vector(C1_FIELDS + [4, 1, 12, 0, 3, 0, 4, 1, 12, 12, 8]), "'input_shape' must be a vector"),
+    (_vector(C1_FIELDS[:3] + [-9, 7] + C1_FIELDS[5:] + [4, 1, 12, 12, 3, 0, 4, 1, 12, 12, 8]), "act_min/act_max"),
     (bytes(flexbuffers.Dumps({"padding": "FULL", "input_bits": 4})), "padding"),
     (bytes(flexbuffers.Dumps({"padding": "SAME", "stride_h": "2"})), "'stride_h' must be an integer"),
     (bytes(flexbuffers.Dumps({"padding": "SAME", "weight_bits": 3})), "weight_bits"),
@@ -548,6 +561,27 @@ def test_bad_custom_options_fail_at_load(exports, options, match):
     _, model_bytes, _ = exports("image", "w4a4")
     with pytest.raises(ModelFileError, match=r"operator #\d+ \(CUSTOM 'TFQ_CONV_2D'\).*" + match):
         Interpreter(model_content=_with_custom_options(model_bytes, "TFQ_CONV_2D", options))
+
+
+def test_custom_options_are_an_int_vector_and_layout_2_maps_still_run(exports):
+    """Layout 3 writes each TFQ operator's options as a flexbuffer int vector; the same options as
+    a layout-2 map (older exports) give the same outputs on both kernel sets."""
+    _, model_bytes, x = exports("image", "mixed")
+    assert read_metadata(model_bytes)["layout_version"] == 3
+    model = flatbuffer.read_model(model_bytes)
+    custom = [op for op in model.subgraphs[0].operators if op.customOptions is not None]
+    assert len(custom) >= 5
+    for op in custom:
+        raw = bytes(np.asarray(op.customOptions, np.uint8))
+        assert flexbuffers.GetRoot(bytearray(raw)).IsTypedVector and len(raw) <= 40
+        options = custom_ops.decode_options(raw)
+        assert custom_ops.decode_options(custom_ops.encode_options(options)) == options
+        op.customOptions = np.frombuffer(bytes(flexbuffers.Dumps(options)), np.uint8)
+    as_maps = flatbuffer.write_model(model)
+    xs = quantize_input(model_bytes, x[:50])
+    for kernels in ("numpy", "native"):
+        assert np.array_equal(Interpreter(model_content=as_maps, kernels=kernels).run(xs)[0],
+                              Interpreter(model_content=model_bytes, kernels=kernels).run(xs)[0])
 
 
 def test_truncated_and_corrupted_exports_fail_cleanly(exports):

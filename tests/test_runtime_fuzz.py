@@ -2,13 +2,13 @@
 tfq_tiny error (ModelFileError and friends), never IndexError, struct.error or a crash."""
 import numpy as np
 import pytest
-from flatbuffers import flexbuffers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import TfqError
 from tfq_tiny.export import flatbuffer
+from tfq_tiny.runtime import custom_ops
 from tfq_tiny.runtime.interpreter import Interpreter
 
 L = keras.layers
@@ -218,7 +218,7 @@ def test_w4a4_custom_options_and_packed_tensors_mutated(w4a4_bytes):
             tensor = graph.tensors[op.outputs[0]]
             tensor.quantization.zeroPoint = np.asarray([int(rng.integers(-200, 200))], np.int64)
         elif choice == 5:
-            options = flexbuffers.Loads(bytes(np.asarray(op.customOptions, np.uint8)))
+            options = custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
             key = str(rng.choice(["input_shape", "input2_shape", "output_shape"]))
             shape = list(options.get(key, [1, 6, 6, 2]))
             how = rng.integers(4)
@@ -231,7 +231,7 @@ def test_w4a4_custom_options_and_packed_tensors_mutated(w4a4_bytes):
             else:
                 shape = shape[:-1] or [3]
             options[key] = shape
-            op.customOptions = np.frombuffer(bytes(flexbuffers.Dumps(options)), np.uint8)
+            op.customOptions = np.frombuffer(custom_ops.encode_options(options), np.uint8)
         else:  # the declared (packed byte) shape of an activation
             index = int(rng.choice(list(op.inputs[:1]) + list(op.outputs)))
             shape = [int(d) for d in graph.tensors[index].shape]

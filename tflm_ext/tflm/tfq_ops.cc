@@ -1,7 +1,8 @@
 // Thin TFLM wrappers around the tflm_ext core kernels (see tfq_ops.h and
 // tflm_ext/README.md for the operator contract).
 //
-//   Init:    parse the flexbuffer custom options into a persistent OpData.
+//   Init:    parse the flexbuffer custom options (an int vector, or the map
+//            of layout-2 exports) into a persistent OpData.
 //   Prepare: resolve each activation's logical dims (the options'
 //            input_shape / input2_shape / output_shape when given: the
 //            converter declares a packed activation at its byte size, so its
@@ -27,32 +28,10 @@
 #include "tensorflow/lite/micro/micro_log.h"
 
 #include "../core/tfq_kernels.h"
+#include "tfq_options.h"
 
 namespace tfq_tflm {
 namespace {
-
-// ---- options -------------------------------------------------------------------
-
-enum Padding : int32_t { kPaddingMissing = 0, kPaddingSame = 1, kPaddingValid = 2 };
-
-// Dims of an activation as the kernel sees it; rank 0 = not given.
-struct Dims {
-  int32_t rank = 0;
-  int32_t d[tfq::kMaxRank] = {0, 0, 0, 0};
-};
-
-struct Options {
-  int32_t stride_h = 1, stride_w = 1;
-  int32_t dilation_h = 1, dilation_w = 1;
-  int32_t filter_h = 0, filter_w = 0;  // pools
-  int32_t depth_multiplier = 1;
-  int32_t padding = kPaddingMissing;
-  int32_t input_bits = 8, input2_bits = 8, weight_bits = 8, output_bits = 8;
-  bool has_act_min = false, has_act_max = false;
-  int32_t act_min = 0, act_max = 0;
-  Dims input_shape, input2_shape, output_shape;  // logical shapes of packed tensors
-  bool bad_options = false;  // a key of the wrong type / unparsable map
-};
 
 struct OpData {
   Options opt;
@@ -69,96 +48,6 @@ struct OpData {
   int32_t* shift;
   int32_t quant_count;
 };
-
-bool ReadInt(const flexbuffers::Map& map, const char* key, int32_t* out,
-             bool* present, Options* opt) {
-  const flexbuffers::Reference ref = map[key];
-  if (ref.IsNull()) return false;
-  if (!ref.IsIntOrUint()) {
-    opt->bad_options = true;
-    return false;
-  }
-  *out = ref.AsInt32();
-  if (present != nullptr) *present = true;
-  return true;
-}
-
-// A shape: 1..kMaxRank positive integers whose product fits int32.
-template <typename Vector>
-bool ReadDims(const Vector& vector, Dims* out) {
-  const size_t rank = vector.size();
-  if (rank < 1 || rank > static_cast<size_t>(tfq::kMaxRank)) return false;
-  int64_t count = 1;
-  for (size_t i = 0; i < rank; ++i) {
-    const flexbuffers::Reference dim = vector[i];
-    if (!dim.IsIntOrUint()) return false;
-    const int64_t value = dim.AsInt64();
-    if (value < 1 || value > INT32_MAX) return false;
-    count *= value;
-    if (count > INT32_MAX) return false;
-    out->d[i] = static_cast<int32_t>(value);
-  }
-  out->rank = static_cast<int32_t>(rank);
-  return true;
-}
-
-void ReadShape(const flexbuffers::Map& map, const char* key, Dims* out, Options* opt) {
-  const flexbuffers::Reference ref = map[key];
-  if (ref.IsNull()) return;
-  bool ok = false;
-  if (ref.IsTypedVector()) {
-    ok = ReadDims(ref.AsTypedVector(), out);
-  } else if (ref.IsVector() && !ref.IsMap()) {
-    ok = ReadDims(ref.AsVector(), out);
-  }
-  if (!ok) {
-    out->rank = 0;
-    opt->bad_options = true;
-  }
-}
-
-void ParseOptions(const char* buffer, size_t length, Options* opt) {
-  if (buffer == nullptr || length == 0) {
-    opt->bad_options = true;  // every tfq op needs at least its bit widths
-    return;
-  }
-  const flexbuffers::Reference root =
-      flexbuffers::GetRoot(reinterpret_cast<const uint8_t*>(buffer), length);
-  if (!root.IsMap()) {
-    opt->bad_options = true;
-    return;
-  }
-  const flexbuffers::Map map = root.AsMap();
-  ReadInt(map, "stride_h", &opt->stride_h, nullptr, opt);
-  ReadInt(map, "stride_w", &opt->stride_w, nullptr, opt);
-  ReadInt(map, "dilation_h", &opt->dilation_h, nullptr, opt);
-  ReadInt(map, "dilation_w", &opt->dilation_w, nullptr, opt);
-  ReadInt(map, "filter_h", &opt->filter_h, nullptr, opt);
-  ReadInt(map, "filter_w", &opt->filter_w, nullptr, opt);
-  ReadInt(map, "depth_multiplier", &opt->depth_multiplier, nullptr, opt);
-  ReadInt(map, "input_bits", &opt->input_bits, nullptr, opt);
-  opt->input2_bits = opt->input_bits;  // ADD: input2_bits defaults to input_bits
-  ReadInt(map, "input2_bits", &opt->input2_bits, nullptr, opt);
-  ReadInt(map, "weight_bits", &opt->weight_bits, nullptr, opt);
-  ReadInt(map, "output_bits", &opt->output_bits, nullptr, opt);
-  ReadInt(map, "act_min", &opt->act_min, &opt->has_act_min, opt);
-  ReadInt(map, "act_max", &opt->act_max, &opt->has_act_max, opt);
-  ReadShape(map, "input_shape", &opt->input_shape, opt);
-  ReadShape(map, "input2_shape", &opt->input2_shape, opt);
-  ReadShape(map, "output_shape", &opt->output_shape, opt);
-  const flexbuffers::Reference padding = map["padding"];
-  if (!padding.IsNull()) {
-    if (!padding.IsString()) {
-      opt->bad_options = true;
-    } else if (std::strcmp(padding.AsString().c_str(), "SAME") == 0) {
-      opt->padding = kPaddingSame;
-    } else if (std::strcmp(padding.AsString().c_str(), "VALID") == 0) {
-      opt->padding = kPaddingValid;
-    } else {
-      opt->bad_options = true;
-    }
-  }
-}
 
 void* Init(TfLiteContext* context, const char* buffer, size_t length) {
   void* raw = context->AllocatePersistentBuffer(context, sizeof(OpData));

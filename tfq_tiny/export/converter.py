@@ -33,7 +33,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from flatbuffers import flexbuffers
 from tensorflow.lite.python import schema_py_generated as schema_fb
 
 from tfq_tiny._compat import QuantizeLayer, tf
@@ -59,12 +58,14 @@ _OP_NAMES = {v: k for k, v in vars(_OPS).items() if not k.startswith("_")}
 _ACTIVATIONS = {v: k for k, v in vars(schema_fb.ActivationFunctionType).items() if not k.startswith("_")}
 _PADDINGS = {schema_fb.Padding.SAME: "SAME", schema_fb.Padding.VALID: "VALID"}
 _SHAPE_OPS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
-_SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
-LAYOUT_VERSION = 2
-"""Version of the exported tensor layout, in the metadata's ``layout_version``: 2 declares a packed
-activation as INT8 ``[1, packed bytes]`` with its logical shape in the TFQ operators' options and
-(for model inputs/outputs) in the metadata's ``shape``; 1 (no ``layout_version``) declared it at its
-logical shape holding a memory image (packed bytes first). The shim and the glue read both."""
+_SHAPE_KEYS = custom_ops.SHAPE_KEYS
+LAYOUT_VERSION = 3
+"""Version of the exported layout, in the metadata's ``layout_version``: 3 writes the TFQ operators'
+options as a flexbuffer vector of integers (``custom_ops.OPTION_FIELDS``); 2 wrote them as a
+flexbuffer map and, like 3, declares a packed activation as INT8 ``[1, packed bytes]`` with its
+logical shape in the TFQ operators' options and (for model inputs/outputs) in the metadata's
+``shape``; 1 (no ``layout_version``) declared it at its logical shape holding a memory image
+(packed bytes first). The shim and the glue read all three."""
 _KERAS_TYPES = {
     "CONV_2D": ("Conv1D", "Conv2D"),
     "DEPTHWISE_CONV_2D": ("DepthwiseConv2D",),
@@ -81,8 +82,6 @@ _CUSTOM_CODE = {
     "AVERAGE_POOL_2D": custom_ops.AVERAGE_POOL_2D, "MAX_POOL_2D": custom_ops.MAX_POOL_2D,
 }
 _FUSED = {"linear": "NONE", "relu": "RELU", "relu6": "RELU6"}
-_OPTION_DEFAULTS = {"stride_h": 1, "stride_w": 1, "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1,
-                    "input_bits": 8, "weight_bits": 8, "output_bits": 8}
 
 
 class ExportError(TfqError):
@@ -572,14 +571,10 @@ class _Writer:
         return op
 
     def make_custom(self, tfl_op, name, **options):
-        """Turn ``tfl_op`` into TFQ_<name> with the flexbuffer ``options`` (contract defaults left
-        out), plus the logical shape of every tensor it reads or writes packed (``input_shape``,
+        """Turn ``tfl_op`` into TFQ_<name> with ``options`` (``custom_ops.encode_options``), plus
+        the logical shape of every tensor it reads or writes packed (``input_shape``,
         ``input2_shape``, ``output_shape``): ``pack_activations`` then declares those tensors at
         their byte size."""
-        defaults = dict(_OPTION_DEFAULTS, input2_bits=options.get("input_bits", 8))
-        qmin, qmax = int_range(options.get("output_bits", 8))
-        defaults.update(act_min=qmin, act_max=qmax)
-        options = {k: v for k, v in options.items() if defaults.get(k) != v}
         ports = [(key, int(index)) for key, index in zip(_SHAPE_KEYS[:2], tfl_op.inputs[:2 if name == "ADD" else 1])]
         for key, index in ports + [(_SHAPE_KEYS[2], int(tfl_op.outputs[0]))]:
             if self.grid(index).storage_bits < 8:
@@ -587,7 +582,7 @@ class _Writer:
         tfl_op.opcodeIndex = self.opcode(custom=_CUSTOM_CODE[name])
         tfl_op.builtinOptionsType = 0
         tfl_op.builtinOptions = None
-        tfl_op.customOptions = np.frombuffer(bytes(flexbuffers.Dumps(options)), np.uint8).copy()
+        tfl_op.customOptions = np.frombuffer(custom_ops.encode_options(options), np.uint8).copy()
         tfl_op.customOptionsFormat = schema_fb.CustomOptionsFormat.FLEXBUFFERS
 
     def act_options(self, fused, out_index):

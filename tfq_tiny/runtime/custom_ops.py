@@ -1,8 +1,9 @@
 """tfq_tiny's TFQ_* custom operators for the interpreter shim, as ``tflm_ext/tflm/tfq_ops.cc``.
 
-The operator contract is ``tflm_ext/README.md``: six custom codes, options in a flexbuffer map
-(strides, padding, bit widths, ``act_min``/``act_max``, logical shapes), quantization from the
-tensors' affine parameters. Bit widths come from the options, not from the tensor type: an
+The operator contract is ``tflm_ext/README.md``: six custom codes, options in a flexbuffer vector
+of integers (``OPTION_FIELDS``: bit widths, ``act_min``/``act_max``, padding, strides, then the
+logical shapes; older exports: a map with the same names), quantization from the tensors' affine
+parameters. Bit widths come from the options, not from the tensor type: an
 ``INT8`` tensor whose width is 4 or 2 holds packed bytes at its front. The converter declares
 such a tensor at its packed size (``[1, bytes]``) and gives its logical shape in the options
 (``input_shape``, ``input2_shape``, ``output_shape``); without those keys the logical shape is
@@ -35,10 +36,18 @@ AVERAGE_POOL_2D = "TFQ_AVERAGE_POOL_2D"
 MAX_POOL_2D = "TFQ_MAX_POOL_2D"
 CUSTOM_CODES = (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D)
 
-INT_KEYS = ("stride_h", "stride_w", "dilation_h", "dilation_w", "filter_h", "filter_w",
-            "depth_multiplier", "input_bits", "input2_bits", "weight_bits", "output_bits",
-            "act_min", "act_max")
+OPTION_FIELDS = ("input_bits", "weight_bits", "output_bits", "act_min", "act_max", "padding",
+                 "stride_h", "stride_w", "filter_h", "filter_w", "dilation_h", "dilation_w",
+                 "depth_multiplier", "input2_bits")
+"""Custom options of layout 3: a flexbuffer vector of integers holding these fields in this order
+(``padding`` as ``PADDING_CODES``), then ``input_shape``, ``input2_shape`` and ``output_shape``,
+each as its rank (0: not given) followed by its dims. A vector may end early; the fields it lacks
+take their defaults. Layout 2 wrote a flexbuffer map with these names as keys; both are read."""
+PADDING_CODES = {"SAME": 1, "VALID": 2}
+INT_KEYS = tuple(key for key in OPTION_FIELDS if key != "padding")
 SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
+_DEFAULTS = {"input_bits": 8, "weight_bits": 8, "output_bits": 8, "stride_h": 1, "stride_w": 1,
+             "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1, "filter_h": 0, "filter_w": 0}
 MAX_RANK = 4  # tflm_ext/core: tfq::kMaxRank
 MAX_ELEMENTS = 1 << 24  # the interpreter's MAX_TENSOR_ELEMENTS
 BACKENDS = ("numpy", "native")
@@ -77,17 +86,87 @@ def _wrap_int32(value):
     return int(ar.wrap_int32(value))
 
 
+def option_default(key, get):
+    """The contract's default of option ``key``; ``get(other)`` gives the value of another option
+    (``input2_bits`` defaults to ``input_bits``, the act range to the range of ``output_bits``)."""
+    if key == "input2_bits":
+        return get("input_bits")
+    if key in ("act_min", "act_max"):
+        return int_range(get("output_bits"))[key == "act_max"]
+    return _DEFAULTS.get(key)
+
+
+class OptionsError(ValueError):
+    """Custom options whose layout-3 vector cannot be split into fields and shapes."""
+
+
+def encode_options(options):
+    """Layout-3 custom options (``OPTION_FIELDS``) of ``options``, a dict keyed by field and shape
+    names (missing fields take their defaults); trailing defaults and absent shapes are left out."""
+    def value(key):
+        return options[key] if key in options else option_default(key, value)
+
+    def code(key, v):
+        return PADDING_CODES.get(v, 0) if key == "padding" else int(v)
+
+    fields = [code(key, value(key)) for key in OPTION_FIELDS]
+    shapes = []
+    for key in SHAPE_KEYS:
+        dims = [int(d) for d in options.get(key) or ()]
+        shapes += [len(dims)] + dims
+    while shapes and shapes[-1] == 0:
+        shapes.pop()
+    while not shapes and len(fields) > 1:
+        key = OPTION_FIELDS[len(fields) - 1]
+        if fields[-1] != code(key, option_default(key, value)):
+            break
+        fields.pop()
+    builder = flexbuffers.Builder()
+    builder.TypedVectorFromElements(fields + shapes)
+    return bytes(builder.Finish())
+
+
+def decode_options(buffer):
+    """The options of a TFQ operator as a dict keyed by field and shape names: a layout-3 vector
+    (fields it lacks are left out) or a layout-2 map as it is. Values are not checked; raises
+    OptionsError for a root that is neither or a vector whose shapes run past its end."""
+    root = flexbuffers.GetRoot(bytearray(buffer))
+    if root.IsMap:
+        return root.Value
+    if not (root.IsVector or root.IsTypedVector or root.IsFixedTypedVector):  # flatbuffers' IsAnyVector is broken
+        raise OptionsError("custom options must be a flexbuffer vector of integers (or, in older exports, a map).")
+    values = list(root.Value)
+    options = dict(zip(OPTION_FIELDS, values))
+    padding = options.pop("padding", 0)
+    if type(padding) is not int or padding != 0:
+        names = {code: name for name, code in PADDING_CODES.items()}
+        options["padding"] = names.get(padding, padding) if type(padding) is int else padding
+    at = len(OPTION_FIELDS)
+    for key in SHAPE_KEYS:
+        if at >= len(values):
+            break
+        rank = values[at]
+        if type(rank) is not int or not 0 <= rank <= MAX_RANK or at + 1 + rank > len(values):
+            raise OptionsError(f"option {key!r}: element {at} must be a rank from 0 to {MAX_RANK} followed by "
+                               f"that many dims, got {rank!r} with {len(values) - at - 1} elements after it.")
+        if rank:
+            options[key] = values[at + 1:at + 1 + rank]
+        at += 1 + rank
+    return options
+
+
 def read_options(node):
-    """The flexbuffer options map of ``node`` as a dict, checked as the glue's ParseOptions."""
+    """The custom options of ``node`` as a dict (``decode_options``), checked as the glue's
+    ParseOptions."""
     node.check(node.custom_options is not None and len(node.custom_options) > 0,
-               "custom options are missing; TFQ_* operators need a flexbuffer map with at least "
+               "custom options are missing; TFQ_* operators need a flexbuffer vector with at least "
                "their bit widths.")
     try:
-        root = flexbuffers.GetRoot(bytearray(node.custom_options))
-        options = root.Value if root.IsMap else None
+        options = decode_options(node.custom_options)
+    except OptionsError as exc:
+        node.fail(str(exc))
     except Exception as exc:  # a corrupted flexbuffer can fail in many ways inside the reader
         node.fail(f"custom options are not a readable flexbuffer ({type(exc).__name__}).")
-    node.check(isinstance(options, dict), "custom options must be a flexbuffer map.")
     parsed = {}
     for key in INT_KEYS:
         if key in options and options[key] is not None:
@@ -123,19 +202,7 @@ class _Options:
     def get(self, key):
         if key in self.raw:
             return self.raw[key]
-        if key == "input2_bits":
-            return self.get("input_bits")
-        if key in ("stride_h", "stride_w", "dilation_h", "dilation_w", "depth_multiplier"):
-            return 1
-        if key in ("input_bits", "weight_bits", "output_bits"):
-            return 8
-        if key in ("filter_h", "filter_w"):
-            return 0
-        if key == "act_min":
-            return int_range(self.get("output_bits"))[0]
-        if key == "act_max":
-            return int_range(self.get("output_bits"))[1]
-        return None
+        return option_default(key, self.get)
 
     def padding(self):
         self.node.check("padding" in self.raw, "option 'padding' (\"SAME\" or \"VALID\") is required.")
