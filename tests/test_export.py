@@ -469,7 +469,7 @@ def test_command_line_export(exports, tmp_path, capsys):
 
     assert run("--model", str(tmp_path / "q.h5"), "--output", str(out)) == 0
     printed = capsys.readouterr().out
-    assert "TFQ_CONV_2D" in printed and "stored packed" in printed
+    assert "TFQ_CONV_2D" in printed and "stored packed" in printed and "bytes: weights" in printed
     xs = quantize_input(model_bytes, x[:50])
     assert np.array_equal(Interpreter(model_path=str(out)).run(xs)[0],
                           Interpreter(model_content=model_bytes).run(xs)[0])

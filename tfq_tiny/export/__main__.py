@@ -4,7 +4,7 @@
 
 ``--model`` is a model saved with ``tfq_tiny.save_model`` (h5 or SavedModel directory), loaded
 with ``tfq_tiny.load_model``. The flatbuffer is written atomically; a summary (size, operators,
-input grid) is printed.
+input grid, where the bytes go: ``tfq_tiny.export.size_report``) is printed.
 """
 import os
 import sys
@@ -34,7 +34,7 @@ def main(argv):
     del argv
     import tfq_tiny
     from tfq_tiny.errors import TfqError
-    from tfq_tiny.export import converter
+    from tfq_tiny.export import converter, size_report
     from tfq_tiny.runtime.interpreter import Interpreter
 
     if not os.path.exists(FLAGS.model):
@@ -56,6 +56,8 @@ def main(argv):
         print(f"input '{grid['name']}': {grid['bits']}-bit grid, scale {grid['scale']:.6g}, "
               f"zero point {grid['zero_point']}, stored {'packed' if grid['storage_bits'] < 8 else 'as int8'}")
     print(f"policy: {meta['policy']}")
+    report = size_report(model_bytes)
+    print("bytes: " + ", ".join(f"{k} {v}" for k, v in report.items() if v and k != "total"))
     return 0
 
 
