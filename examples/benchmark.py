@@ -32,8 +32,9 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 # Settings that enter a cell's key only when they differ from these defaults, so the keys of
 # runs recorded before they were part of the key stay valid.
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
-              "checkpoint": None}
-RECIPE_FIELDS = ("preset", "preprocess", "init", "bias_tuning", "checkpoint")
+              "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False}
+RECIPE_FIELDS = ("preset", "iterations", "preprocess", "init", "bias_tuning", "drop_prob",
+                 "learn_activation_ranges", "checkpoint")
 
 
 def define_flags():
@@ -50,6 +51,8 @@ def define_flags():
     flags.DEFINE_bool("bias_tuning", True, "Step 4 bias tuning.")
     flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1.")
     flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 (weights and activations).")
+    flags.DEFINE_float("drop_prob", 0.0, "QDrop probability of a float input element.")
+    flags.DEFINE_bool("learn_activation_ranges", False, "LSQ on activation ranges as well.")
     flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_string("data_dir", None, "Data directory.")
@@ -59,7 +62,8 @@ def define_flags():
 
 def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
-              calibration_samples=1024, test_samples=0, data_dir=None):
+              calibration_samples=1024, test_samples=0, data_dir=None, drop_prob=0.0,
+              learn_activation_ranges=False):
     """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
 
     ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
@@ -71,7 +75,8 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
                 seed=int(seed), preset=preset, bias_tuning=bool(bias_tuning),
                 preprocess=preprocess, init=init, iterations=iterations,
                 calibration_samples=calibration_samples, test_samples=test_samples,
-                data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)))
+                data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)),
+                drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges))
 
 
 def cell_key(cell):
@@ -142,7 +147,9 @@ def run_cell(cell):
         x_test, y_test = x_test[:cell["test_samples"]], y_test[:cell["test_samples"]]
     overrides = dict(optimize=cell["optimize"], granularity=cell["granularity"],
                      bias_tuning=cell["bias_tuning"], preprocess=cell["preprocess"],
-                     weight_init=cell["init"], activation_init=cell["init"], seed=cell["seed"])
+                     weight_init=cell["init"], activation_init=cell["init"], seed=cell["seed"],
+                     drop_prob=cell.get("drop_prob", 0.0),
+                     learn_activation_ranges=cell.get("learn_activation_ranges", False))
     if cell["iterations"] is not None:
         overrides["iterations"] = cell["iterations"]
     config = PTQConfig.preset(cell["preset"], **overrides)
@@ -285,7 +292,8 @@ def main(argv):
     del argv
     cells = [make_cell(m, b, o, g, int(s), FLAGS.preset, FLAGS.bias_tuning, FLAGS.preprocess,
                        FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
-                       FLAGS.test_samples, FLAGS.data_dir)
+                       FLAGS.test_samples, FLAGS.data_dir, FLAGS.drop_prob,
+                       FLAGS.learn_activation_ranges)
              for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
              for g in FLAGS.granularity for s in FLAGS.seeds
              if not (o == "bits" and g == "block")]

@@ -33,6 +33,10 @@ flags.DEFINE_enum("activation_init", None, ["minmax", "mse"], "Activation init (
 flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1 preprocessing.")
 flags.DEFINE_enum("preset", "paper", ["paper", "fast"], "Iteration preset.")
 flags.DEFINE_integer("iterations", None, "Reconstruction iterations per unit (overrides preset).")
+flags.DEFINE_float("drop_prob", 0.0, "QDrop: probability that a unit sees the float value of an "
+                   "input element instead of the quantized one during reconstruction.")
+flags.DEFINE_bool("learn_activation_ranges", False, "Also learn the unit's activation scales and "
+                  "zero points (LSQ) during reconstruction.")
 flags.DEFINE_integer("calibration_samples", 1024, "Unlabeled calibration samples.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration draw and the optimisation.")
 flags.DEFINE_string("output", "outputs/ptq", "Output directory (model .h5 and report .json).")
@@ -67,7 +71,8 @@ def main(argv):
                      weight_init=FLAGS.weight_init or FLAGS.init,
                      activation_init=FLAGS.activation_init or FLAGS.init,
                      optimize=FLAGS.optimize, granularity=FLAGS.granularity,
-                     bias_tuning=FLAGS.bias_tuning, seed=FLAGS.seed)
+                     bias_tuning=FLAGS.bias_tuning, seed=FLAGS.seed, drop_prob=FLAGS.drop_prob,
+                     learn_activation_ranges=FLAGS.learn_activation_ranges)
     if FLAGS.iterations is not None:
         overrides["iterations"] = FLAGS.iterations
     config = PTQConfig.preset(FLAGS.preset, **overrides)

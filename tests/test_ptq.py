@@ -159,6 +159,37 @@ def test_block_reconstruction_runs_and_improves(small_cnn):
     assert all(r["mse_after"] <= r["mse_before"] for r in pipeline.history)
 
 
+def test_qdrop_feeds_float_input_elements_with_its_probability(trained):
+    model, data = trained
+    _, unit, inputs, target = _layer_unit(model, data)
+    recon = ReconstructionModel(unit_forward(unit), [], drop_prob=0.3)
+    quantized, full = np.zeros((64, 100), np.float32), np.ones((64, 100), np.float32)
+    mixed = recon._mix((quantized, full)).numpy()
+    assert set(np.unique(mixed)) == {0.0, 1.0} and 0.25 < mixed.mean() < 0.35
+    groups = AdaRound(PTQConfig()).prepare(unit)
+    with pytest.raises(ValueError, match="float_inputs"):
+        fit(ReconstructionModel(unit_forward(unit), groups, drop_prob=0.5), inputs, target, 10, 32)
+
+
+def test_activation_ranges_learned_beside_rounding_with_qdrop(trained):
+    """learn_activation_ranges moves the activation scales; with QDrop every unit still ends
+    no worse than its init on the quantized calibration inputs."""
+    from tfq_tiny.quantization.calibration import quantizer_slots
+
+    model, data = trained
+    scales = {}
+    for learn in (False, True):
+        config = PTQConfig(optimize="round", iterations=200, bias_tuning=False,
+                           learn_activation_ranges=learn, drop_prob=0.5 if learn else 0.0)
+        pipeline = PTQPipeline(config, progress=False)
+        q = pipeline.run(model, data, "w4a4")
+        scales[learn] = {s.layer_name: s.variables["scale"].numpy().copy()
+                         for s in quantizer_slots(q) if s.kind == "output"}
+        assert all(r["mse_after"] <= r["mse_before"] for r in pipeline.history)
+    moved = [n for n in scales[True] if not np.allclose(scales[True][n], scales[False][n])]
+    assert moved
+
+
 def test_config_json_round_trip_and_validation():
     config = PTQConfig(optimize="qparam", granularity="block", iterations=7, preprocess="none")
     assert PTQConfig.from_json(config.to_json()) == config
@@ -167,6 +198,8 @@ def test_config_json_round_trip_and_validation():
         PTQConfig(optimize="bits", granularity="block")
     with pytest.raises(ValueError, match="optimize"):
         PTQConfig(optimize="magic")
+    with pytest.raises(ValueError, match="drop_prob"):
+        PTQConfig(drop_prob=1.0)
     with pytest.raises(ValueError, match="Unknown PTQConfig fields"):
         PTQConfig.from_config({"iters": 3})
 

@@ -3,7 +3,9 @@
 The weight quantizer's rounding is swapped for ``AdaRoundRounding``: ``floor(w/s) + h(V)``
 with the rectified sigmoid ``h(V) = clip(sigmoid(V) (zeta - gamma) + gamma, 0, 1)``,
 initialised so that ``h(V)`` equals the fractional part of ``w/s``. The loss adds
-``lambda * sum(1 - |2 h(V) - 1|^beta)`` after a warm-up, with ``beta`` annealed from 20 to 2
+``lambda * sum(1 - |2 h(V) - 1|^beta)`` after a warm-up (divided by the unit's output channels,
+because the papers' reconstruction error sums the squared error over channels where ours
+averages it, so lambda = 0.01 weighs as much as in the papers), with ``beta`` annealed from 20 to 2
 (``BetaAnnealing``, a Keras callback), which drives every ``h(V)`` to 0 or 1. ``finalize``
 writes the hard-rounded grid values into the kernel and restores nearest rounding, so the
 result is an ordinary quantized model.
@@ -69,6 +71,7 @@ class AdaRound(Optimiser):
         self.beta = tf.Variable(self.config.adaround_beta[0], trainable=False)
         self.reg_on = tf.Variable(0.0, trainable=False)
         self.roundings = []
+        self.channels = int(unit.nodes[-1].layer.output_shape[-1])
         for slot in weight_slots(unit):
             quantizer = slot.quantizer
             scale = quantizer._broadcast(slot.variables["scale"], len(slot.weight.shape))
@@ -80,7 +83,7 @@ class AdaRound(Optimiser):
         return [([r.v for r in self.roundings], self.config.lr)]
 
     def regularizer(self):
-        weight = self.config.adaround_reg_weight
+        weight = self.config.adaround_reg_weight / self.channels
 
         def reg():
             total = tf.constant(0.0)

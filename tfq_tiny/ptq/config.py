@@ -15,7 +15,13 @@ PREPROCESS = {"none": ("bn_fold",), "bn_fold": ("bn_fold",), "cle": ("bn_fold", 
 
 @dataclass(frozen=True)
 class PTQConfig:
-    """One PTQ recipe (the four steps of the unified pipeline plus loop settings)."""
+    """One PTQ recipe (the four steps of the unified pipeline plus loop settings).
+
+    ``learn_activation_ranges`` adds the unit's activation scales and zero points (LSQ) to
+    whatever the optimiser learns, as BRECQ and QDrop do for W4A4; ``drop_prob`` is QDrop's
+    probability of feeding a unit the float value of an input element instead of the
+    quantized one during reconstruction (0 = plain AdaRound/BRECQ inputs).
+    """
 
     preprocess: str = "cle"
     weight_init: str = "mse"
@@ -32,6 +38,9 @@ class PTQConfig:
     adaround_reg_weight: float = 0.01
     adaround_beta: tuple = (20.0, 2.0)
     adaround_warmup: float = 0.2
+    learn_activation_ranges: bool = False
+    activation_learning_rate: float = 1e-3
+    drop_prob: float = 0.0
     early_stop_patience: int = 0
     revert_if_worse: bool = True
     seed: int = 0
@@ -47,6 +56,8 @@ class PTQConfig:
                 raise ValueError(f"PTQConfig.{name} must be one of {list(allowed)}, got {value!r}.")
         if self.optimize == "bits" and self.granularity == "block":
             raise ValueError("optimize='bits' (BitSplit) is layer-wise only; use granularity='layer'.")
+        if not 0.0 <= self.drop_prob < 1.0:
+            raise ValueError(f"PTQConfig.drop_prob must be in [0, 1), got {self.drop_prob!r}.")
         if self.iterations < 0 or self.batch_size < 1:
             raise ValueError("iterations must be >= 0 and batch_size >= 1.")
         object.__setattr__(self, "adaround_beta", tuple(float(b) for b in self.adaround_beta))

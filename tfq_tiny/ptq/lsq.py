@@ -8,18 +8,24 @@ scaling (Adam is invariant to a constant gradient scale, not to the parameter's 
 from tfq_tiny.ptq.optimiser import Optimiser, activation_slots, mean_abs, register, weight_slots
 
 
+def qparam_groups(slots, learning_rate):
+    """Adam groups for the learnable scales (and activation zero points) of ``slots``;
+    fixed-range and tied quantizers are left alone."""
+    groups = []
+    for slot in slots:
+        if getattr(slot.quantizer, "fixed_range", None) is not None or \
+                getattr(slot.quantizer, "tie_to_input", False):
+            continue
+        scale = slot.variables["scale"]
+        groups.append(([scale], learning_rate * mean_abs(scale)))
+        if slot.kind == "output":
+            groups.append(([slot.variables["zero_point"]], learning_rate * 10.0))
+    return groups
+
+
 @register
 class LSQ(Optimiser):
     name = "qparam"
 
     def prepare(self, unit):
-        groups = []
-        for slot in weight_slots(unit) + activation_slots(unit):
-            if getattr(slot.quantizer, "fixed_range", None) is not None or \
-                    getattr(slot.quantizer, "tie_to_input", False):
-                continue
-            scale = slot.variables["scale"]
-            groups.append(([scale], self.config.lr * mean_abs(scale)))
-            if slot.kind == "output":
-                groups.append(([slot.variables["zero_point"]], self.config.lr * 10.0))
-        return groups
+        return qparam_groups(weight_slots(unit) + activation_slots(unit), self.config.lr)

@@ -18,7 +18,8 @@ from tfq_tiny.preprocess import preprocess
 from tfq_tiny.ptq import adaquant, adaround, bitsplit, lsq  # noqa: F401  (register optimisers)
 from tfq_tiny.ptq.bias_tuning import bias_tuning_model, model_biases
 from tfq_tiny.ptq.config import PTQConfig
-from tfq_tiny.ptq.optimiser import OPTIMISERS, unit_state
+from tfq_tiny.ptq.lsq import qparam_groups
+from tfq_tiny.ptq.optimiser import OPTIMISERS, activation_slots, unit_state
 from tfq_tiny.ptq.reconstruction import (ReconstructionModel, StepCounter, fit,
                                          reconstruction_mse, tensor_values, unit_forward)
 from tfq_tiny.ptq.units import find_units, float_name
@@ -153,7 +154,11 @@ class PTQPipeline:
         bar.set_unit(unit.name)
         inputs = tensor_values(qmodel, unit.inputs, calib)
         inputs = inputs[0] if len(inputs) == 1 else dict(zip(unit.inputs, inputs))
-        target = tensor_values(float_model, [float_name(graph, unit.output)], calib)[0]
+        float_names = [float_name(graph, n) for n in unit.inputs + [unit.output]]
+        float_values = tensor_values(float_model, float_names, calib)
+        target = float_values[-1]
+        float_inputs = float_values[0] if len(unit.inputs) == 1 else \
+            dict(zip(unit.inputs, float_values[:-1]))
         forward = unit_forward(unit)
         before = reconstruction_mse(forward, inputs, target)
         saved = _snapshot(unit_state(unit))
@@ -162,9 +167,14 @@ class PTQPipeline:
             optimiser.solve(unit, inputs)
             bar.update_by(cfg.iterations)
         else:
-            model = ReconstructionModel(forward, optimiser.prepare(unit), optimiser.regularizer())
+            groups = optimiser.prepare(unit)
+            if cfg.learn_activation_ranges and cfg.optimize != "qparam":
+                groups += qparam_groups(activation_slots(unit), cfg.activation_learning_rate)
+            model = ReconstructionModel(forward, groups, optimiser.regularizer(),
+                                        drop_prob=cfg.drop_prob)
             fit(model, inputs, target, cfg.iterations, cfg.batch_size,
-                optimiser.callbacks() + self._unit_callbacks(unit.name) + [bar], seed=cfg.seed)
+                optimiser.callbacks() + self._unit_callbacks(unit.name) + [bar], seed=cfg.seed,
+                float_inputs=float_inputs)
         optimiser.finalize(unit)
         self._record(unit.name, before, reconstruction_mse(forward, inputs, target), saved, start)
 

@@ -40,11 +40,17 @@ class ReconstructionModel(keras.Model):
     ``(variables, learning_rate)``, each with its own Adam (the first is ``model.optimizer``,
     so Keras learning-rate callbacks act on it); ``regularizer()`` returns a scalar added to
     the MSE (AdaRound's rounding term). Logs report loss, mse and reg.
+
+    With ``drop_prob`` > 0 the training inputs are pairs ``(quantized, float)`` and each
+    element of the unit's input is the float value with that probability (QDrop, Wei et al.
+    2022): the unit learns to be right around the float input as well as the quantized
+    one, which flattens the loss landscape the rounding is chosen on.
     """
 
-    def __init__(self, forward, groups, regularizer=None, **kwargs):
+    def __init__(self, forward, groups, regularizer=None, drop_prob=0.0, **kwargs):
         super().__init__(**kwargs)
         self._forward = forward
+        self._drop_prob = float(drop_prob)
         self._groups = [(list(v), float(lr)) for v, lr in groups if len(v)]
         self._opt_vars = [v for vs, _ in self._groups for v in vs]
         self._regularizer = regularizer
@@ -55,8 +61,16 @@ class ReconstructionModel(keras.Model):
         # Layers always run in inference mode: reconstruction must not see dropout noise.
         return self._forward(inputs, False)
 
+    def _mix(self, x):
+        quantized, full = x
+        keep = lambda q, f: tf.where(  # noqa: E731
+            tf.random.uniform(tf.shape(q)) < self._drop_prob, f, q)
+        return tf.nest.map_structure(keep, quantized, full)
+
     def train_step(self, data):
         x, y = data
+        if self._drop_prob > 0:
+            x = self._mix(x)
         with tf.GradientTape() as tape:
             tape.watch(self._opt_vars)
             mse = tf.reduce_mean(tf.square(self(x, training=True) - y))
@@ -159,12 +173,18 @@ def group_size(steps_per_epoch, iterations):
     return max(d for d in range(1, limit + 1) if steps_per_epoch % d == 0)
 
 
-def fit(model, inputs, target, iterations, batch_size, callbacks=(), seed=0, verbose=0):
+def fit(model, inputs, target, iterations, batch_size, callbacks=(), seed=0, verbose=0,
+        float_inputs=None):
     """Run about ``iterations`` steps of ``model`` on cached ``inputs`` -> ``target``.
 
     Steps are whole epochs of ``steps_per_epoch``, run ``group_size`` at a time; callbacks
-    see the true total as ``params['epochs'] * params['steps']``.
+    see the true total as ``params['epochs'] * params['steps']``. ``float_inputs`` (the
+    float model's values of the same tensors) are needed when the model drops quantization.
     """
+    if model._drop_prob > 0:
+        if float_inputs is None:
+            raise ValueError("a ReconstructionModel with drop_prob > 0 needs float_inputs.")
+        inputs = (inputs, float_inputs)
     if iterations <= 0 or not model._opt_vars:
         return None
     n = len(target)
