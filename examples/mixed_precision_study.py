@@ -201,7 +201,8 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
     from tfq_tiny.search import memory
     from tfq_tiny.search.rl import RLConfig
 
-    work = os.path.join(FLAGS.work_dir, setup.name, method)
+    # A new model or proxy split gets a fresh directory: its RL state cannot be resumed.
+    work = os.path.join(FLAGS.work_dir, setup.name, f"{method}-{evaluator.fingerprint}")
     os.makedirs(work, exist_ok=True)
     start = time.perf_counter()
     if method == "fast":

@@ -343,7 +343,8 @@ def run_rl(mm, evaluator, flash, ram, config, state_path=None, resume=False, pro
     interrupted, extra} (extra: episodes, config, history, reward evaluations)."""
     from tfq_tiny.search.rl import RLSearch
 
-    search = RLSearch(mm, evaluator.accuracy, flash, ram, config, state_path, resume=resume)
+    search = RLSearch(mm, evaluator.accuracy, flash, ram, config, state_path, resume=resume,
+                      reward_identity=getattr(evaluator, "fingerprint", None))
     result = search.run(progress=progress)
     extra = {"episodes_done": result.episodes, "interrupted": result.interrupted,
              "rl_config": config.to_dict(), "history": result.history,

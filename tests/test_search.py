@@ -162,6 +162,28 @@ def test_rl_search_resumes_exactly(hand_model, hand_mm, tiny_task, tmp_path):
         RLSearch(hand_mm, evaluator.accuracy, flash, ram, other, path, resume=True)
 
 
+def test_rl_state_from_another_proxy_split_is_not_resumed(hand_model, hand_mm, tiny_task,
+                                                          tmp_path):
+    """Cached rewards belong to a model + calibration + proxy split: a state written with
+    another proxy split is refused instead of silently reusing its scores."""
+    x, y = tiny_task
+    first = ProxyEvaluator(hand_model, x, x, y)
+    other = ProxyEvaluator(hand_model, x, x[::-1], y[::-1])
+    assert first.fingerprint == ProxyEvaluator(hand_model, x, x, y).fingerprint
+    assert first.fingerprint != other.fingerprint
+    flash, ram = memory(hand_model, "w4a4")
+    config = RLConfig(episodes=1, warmup=1, hidden=(8,), batch_size=4, seed=0)
+    path = str(tmp_path / "state.pkl")
+    RLSearch(hand_mm, first.accuracy, flash, ram, config, path,
+             reward_identity=first.fingerprint).run(progress=False)
+    resumed = RLSearch(hand_mm, first.accuracy, flash, ram, config, path, resume=True,
+                       reward_identity=first.fingerprint)
+    assert resumed.episode == 1
+    with pytest.raises(TfqError, match="proxy data"):
+        RLSearch(hand_mm, other.accuracy, flash, ram, config, path, resume=True,
+                 reward_identity=other.fingerprint)
+
+
 @pytest.mark.parametrize("mode", ["weights", "independent"])
 def test_rl_modes_respect_their_budgets(hand_mm, mode):
     flash, ram = 104, 20

@@ -6,6 +6,8 @@ function of the policy and can be cached exactly. ``ProxyEvaluator`` scores the 
 as it is (the PTQ reward); ``QATProxyEvaluator`` first fine-tunes it with one seeded epoch of
 quantization-aware training (the paper's QAT reward), which is deterministic too.
 """
+import hashlib
+
 import numpy as np
 
 from tfq_tiny.preprocess import preprocess as run_preprocess
@@ -39,6 +41,22 @@ class ProxyEvaluator:
         self.seed = seed
         self._float_logits = None
         self.calls = 0
+
+    def _identity_parts(self):
+        return [self.init, self.seed]
+
+    @property
+    def fingerprint(self):
+        """SHA-256 prefix of everything a score depends on besides the policy (float weights,
+        calibration draw, proxy split, settings): a search may only reuse scores, or resume a
+        state, made with the same fingerprint."""
+        digest = hashlib.sha256()
+        for array in (self.float_model.get_weights() +
+                      [np.asarray(self.calibration_data), self.x] +
+                      ([] if self.y is None else [self.y])):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(repr(self._identity_parts()).encode())
+        return digest.hexdigest()[:16]
 
     def quantize(self, policy):
         from tfq_tiny.quantization.quantize import quantize_model
@@ -88,6 +106,13 @@ class QATProxyEvaluator(ProxyEvaluator):
         self.epochs = epochs
         self.lr = lr
         self.finetune_batch_size = finetune_batch_size
+
+    def _identity_parts(self):
+        x, y = self.train_data
+        return super()._identity_parts() + [
+            "qat", self.epochs, self.lr, self.finetune_batch_size,
+            hashlib.sha256(np.ascontiguousarray(x).tobytes() +
+                           np.ascontiguousarray(y).tobytes()).hexdigest()]
 
     def quantize(self, policy):
         from tfq_tiny.qat import finetune

@@ -245,12 +245,17 @@ class RLSearch:
       flash, ram: budgets in bytes.
       config: ``RLConfig``.
       state_path: file the search state is written to after every episode; an existing file
-        with the same config, budgets and variables is resumed from when ``resume`` is set.
+        with the same config, budgets, variables and ``reward_identity`` is resumed from when
+        ``resume`` is set.
+      reward_identity: what the rewards depend on besides the policy (e.g.
+        ``ProxyEvaluator.fingerprint``: float weights, calibration and proxy data), so a state
+        whose cached rewards came from another model or proxy split is never resumed.
     """
 
     def __init__(self, memory_model, reward_fn, flash, ram, config=None, state_path=None,
-                 resume=False):
+                 resume=False, reward_identity=None):
         self.mm = memory_model
+        self.reward_identity = reward_identity
         self.reward_fn = reward_fn
         self.flash, self.ram = int(flash), int(ram)
         self.config = config or RLConfig()
@@ -275,7 +280,8 @@ class RLSearch:
 
     def _identity(self):
         return {"config": self.config.to_dict(), "flash": self.flash, "ram": self.ram,
-                "variables": [str(v) for v in self.mm.variables], "version": STATE_VERSION}
+                "variables": [str(v) for v in self.mm.variables], "version": STATE_VERSION,
+                "reward": self.reward_identity}
 
     def phase_of(self, episode):
         if self.config.mode != "independent":
@@ -467,9 +473,10 @@ class RLSearch:
     def set_state(self, state):
         if state.get("identity") != self._identity():
             raise TfqError(
-                "The search state file was written by a different search (config, budgets or "
-                "model variables differ); start a new one with another state path, or resume "
-                "with the same settings.")
+                "The search state file was written by a different search (config, budgets, "
+                "model variables, or the model/calibration/proxy data behind the rewards "
+                "differ); start a new one with another state path, or resume with the same "
+                "settings.")
         self.episode = int(state["episode"])
         self.rng.bit_generator.state = state["rng"]
         self.agent.set_state(state["agent"])
