@@ -365,7 +365,7 @@ def _mean_bits(mm, assignment, kind):
 def run_m224(done):
     import numpy as np
 
-    from tfq_tiny import BitPolicy, models
+    from tfq_tiny import models
     from tfq_tiny._compat import keras
     from tfq_tiny.analysis import model_statistics
     from tfq_tiny.search import ACTIVATION, WEIGHT, MemoryModel, memory
@@ -473,7 +473,7 @@ def benchmark_report(rows):
         "`results/mixed_precision/cells.jsonl`. One seed, so differences of a point or less "
         "are within noise of the calibration/QAT draws (not measured here).", "",
         "## Set-up", "",
-        f"- Budgets: FLASH (M1) and RAM (M2) of the model's uniform W4A4 policy in the memory "
+        "- Budgets: FLASH (M1) and RAM (M2) of the model's uniform W4A4 policy in the memory "
         "model (`tfq_tiny.search.MemoryModel`, = `analysis.model_statistics`).",
         "- Quantization for every reported accuracy: `quantize_model` default pipeline (BN fold + "
         "CLE, MSE range init) on the calibration draw (table below). The searches score policies "
