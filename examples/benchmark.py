@@ -33,6 +33,8 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 # runs recorded before they were part of the key stay valid.
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
               "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False}
+# Settings added after runs were recorded: a record without them ran what their default does.
+BEFORE_FIELD_EXISTED = {"drop_prob": 0.0, "learn_activation_ranges": False}
 RECIPE_FIELDS = ("preset", "iterations", "preprocess", "init", "bias_tuning", "drop_prob",
                  "learn_activation_ranges", "checkpoint")
 
@@ -193,11 +195,16 @@ def markdown_table(runs, command):
     """
     import numpy as np
 
-    varying = [f for f in RECIPE_FIELDS if len({str(r.get(f, "unrecorded")) for r in runs}) > 1]
+    def value(record, field):
+        if field in record:
+            return str(record[field])
+        return str(BEFORE_FIELD_EXISTED[field]) if field in BEFORE_FIELD_EXISTED else "unrecorded"
+
+    varying = [f for f in RECIPE_FIELDS if len({value(r, f) for r in runs}) > 1]
     cells = {}
     for r in runs:
         row_key = (r["model"], r["optimize"], r["granularity"]) + tuple(
-            str(r.get(f, "unrecorded")) for f in varying)
+            value(r, f) for f in varying)
         cells.setdefault(row_key, {}).setdefault(r["bits"], []).append(r)
     bits = sorted({r["bits"] for r in runs}, key=_bits_order)
     commands = list(dict.fromkeys([r["command"] for r in runs if r.get("command")]))

@@ -102,3 +102,17 @@ def test_cell_key_separates_sample_counts_and_checkpoints():
                                          ("fig8", "fig8_drop_vs_savings")])
 def test_resolve(short, full):
     assert figures.resolve([short]) == [full]
+
+
+def test_table_treats_runs_from_before_a_setting_existed_as_its_default():
+    """A record made before drop_prob existed ran what drop_prob=0 does: same row, averaged;
+    a record without a checkpoint stays apart as 'unrecorded'."""
+    cell = benchmark.make_cell("cnn1d", "w4a4", seed=0)
+    new = fake_runner(cell)
+    old = {k: v for k, v in fake_runner({**cell, "seed": 1}).items()
+           if k not in ("drop_prob", "learn_activation_ranges")}
+    table = benchmark.markdown_table([new, old], "cmd")
+    assert "drop_prob" not in table and "(n=2)" in table
+    unrecorded = {k: v for k, v in old.items() if k != "checkpoint"}
+    table = benchmark.markdown_table([new, unrecorded], "cmd")
+    assert "unrecorded" in table and "(n=2)" not in table
