@@ -34,7 +34,7 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
               "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False}
 # Settings added after runs were recorded: a record without them ran what their default does.
-BEFORE_FIELD_EXISTED = {"drop_prob": 0.0, "learn_activation_ranges": False}
+BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges")}
 RECIPE_FIELDS = ("preset", "iterations", "preprocess", "init", "bias_tuning", "drop_prob",
                  "learn_activation_ranges", "checkpoint")
 
@@ -150,8 +150,8 @@ def run_cell(cell):
     overrides = dict(optimize=cell["optimize"], granularity=cell["granularity"],
                      bias_tuning=cell["bias_tuning"], preprocess=cell["preprocess"],
                      weight_init=cell["init"], activation_init=cell["init"], seed=cell["seed"],
-                     drop_prob=cell.get("drop_prob", 0.0),
-                     learn_activation_ranges=cell.get("learn_activation_ranges", False))
+                     drop_prob=cell["drop_prob"],
+                     learn_activation_ranges=cell["learn_activation_ranges"])
     if cell["iterations"] is not None:
         overrides["iterations"] = cell["iterations"]
     config = PTQConfig.preset(cell["preset"], **overrides)

@@ -137,13 +137,19 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     return row
 
 
+def size_margin(row):
+    """(overhead over the ideal, what SIZE_RULE allows) of a row, in bytes."""
+    share, fixed = SIZE_RULE
+    return row["size"] - row["ideal"], share * row["ideal"] + fixed
+
+
 def size_misses(rows):
     """Markdown lines on the cells that miss SIZE_RULE: by how much, per operator, and whether
     they would meet it with no strings at all (names, custom codes)."""
     share, fixed = SIZE_RULE
     lines = []
     for r in rows:
-        over, limit = r["size"] - r["ideal"], share * r["ideal"] + fixed
+        over, limit = size_margin(r)
         if over <= limit:
             continue
         ops = sum(int(n) for n in r["ops"].split("/"))
@@ -162,15 +168,13 @@ def size_misses(rows):
 def size_table(rows):
     """Markdown lines: per cell the size, the ideal, the overhead against SIZE_RULE and the
     overhead's categories from tfq_tiny.export.size_report."""
-    share, fixed = SIZE_RULE
     lines = [
         "| model | policy | size (B) | ideal (B) | overhead (B) | limit (B) | rule met | weights + biases + "
         "scales (B) | " + " | ".join(SIZE_CATEGORIES) + " |",
         "|---|---|---|---|---|---|---|---|" + "---|" * len(SIZE_CATEGORIES),
     ]
     for r in rows:
-        report, over = r["size_report"], r["size"] - r["ideal"]
-        limit = share * r["ideal"] + fixed
+        report, (over, limit) = r["size_report"], size_margin(r)
         stored = report["weights"] + report["biases"] + report["scales"]
         lines.append(f"| {r['model']} | {r['policy']} | {r['size']} | {r['ideal']} "
                      f"| {over} ({over / r['ideal']:+.1%}) | {limit:.0f} | {'yes' if over <= limit else '**no**'} "

@@ -24,6 +24,7 @@ The Markdown report (--report, --m224_report) is rebuilt from the JSONL after ev
     python examples/mixed_precision_study.py --models=mobilenet224
     python examples/mixed_precision_study.py --report_only
 """
+import functools
 import json
 import os
 import sys
@@ -252,7 +253,6 @@ def _best_episode(history):
 
 def run_model(name, done):
     from tfq_tiny import BitPolicy
-    from tfq_tiny.io import file_sha256
     from tfq_tiny.search import MemoryModel
 
     todo = [m for m in ["uniform"] + list(FLAGS.methods) if (name, m) not in done]
@@ -269,7 +269,7 @@ def run_model(name, done):
          f"RAM {ram:,} B; smallest reachable {mm.minimum()}")
     base = {"budgets": {"flash": flash, "ram": ram}, "variables": len(mm.variables),
             "dataset": setup.dataset.name, "samples": _samples(setup),
-            "checkpoint_sha256": file_sha256(search_checkpoint(name)), "proxy_split": PROXY_SPLIT}
+            "checkpoint_sha256": checkpoint_sha256(name), "proxy_split": PROXY_SPLIT}
     evaluator = None
     for method in todo:
         _log(f"{name}: cell {method}")
@@ -285,6 +285,13 @@ def run_model(name, done):
         write_cell(_cells_path(), row)
         write_reports()
         _log(f"{name}: cell {method} written to {_cells_path()}")
+
+
+@functools.lru_cache(maxsize=None)
+def checkpoint_sha256(name):
+    """SHA-256 prefix of a model's shipped checkpoint, read once per run."""
+    from tfq_tiny.io import file_sha256
+    return file_sha256(search_checkpoint(name))
 
 
 def search_checkpoint(name):
@@ -477,7 +484,8 @@ def benchmark_report(rows):
         "model (`tfq_tiny.search.MemoryModel`, = `analysis.model_statistics`).",
         "- Quantization for every reported accuracy: `quantize_model` default pipeline (BN fold + "
         "CLE, MSE range init) on the calibration draw (table below). The searches score policies "
-        "the same way on a labelled proxy split drawn from the validation split (RL reward: proxy accuracy after PTQ; fast search: KL sensitivity of each tensor "
+        "the same way on a labelled proxy split drawn from the validation split (RL reward: "
+        "proxy accuracy after PTQ; fast search: KL sensitivity of each tensor "
         "lowered alone, then the exact ILP); where the table gives fewer search calibration "
         "samples, the searches calibrate with the first ones of the draw (CPU time).",
         "- RL: DDPG, mode concurrent, " + ", ".join(sorted({
@@ -696,12 +704,10 @@ def write_reports():
 def _current(row):
     """A recorded cell still counts as done: made on today's checkpoint with today's proxy split
     (MobileNet-224 has neither)."""
-    from tfq_tiny.io import file_sha256
-
     if row["model"] == M224:
         return True
     return row.get("proxy_split") == PROXY_SPLIT and \
-        row.get("checkpoint_sha256") == file_sha256(search_checkpoint(row["model"]))
+        row.get("checkpoint_sha256") == checkpoint_sha256(row["model"])
 
 
 def main(argv):

@@ -45,7 +45,8 @@ def define_flags():
                       "(concurrent) or one after the other (independent).")
     flags.DEFINE_boolean("keep_residual_8bit", False, "Fix residual-branch activations at 8 bits.")
     flags.DEFINE_integer("calibration_samples", 512, "Unlabeled training samples for calibration.")
-    flags.DEFINE_integer("proxy_samples", 1000, "Labelled validation samples of the proxy split (scores candidate policies).")
+    flags.DEFINE_integer("proxy_samples", 1000, "Labelled validation samples of the proxy split "
+                         "(scores candidate policies).")
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_string("output", "/tmp/tfq_search", "Output directory.")
     flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
@@ -289,15 +290,14 @@ def load_setup(model_name, data_dir=None, seed=0, calibration_samples=512, proxy
         raise app.UsageError(f"--proxy_samples={proxy_samples} exceeds the {n_val} validation "
                              f"samples of {dataset.name}; use at most {n_val}.")
     proxy_idx = np.sort(rng.permutation(n_val)[:proxy_samples])
-    n_cal = calibration_samples
     x_test, y_test = dataset.x_test, dataset.y_test
     if test_samples:
         x_test, y_test = x_test[:test_samples], y_test[:test_samples]
     return types.SimpleNamespace(
         name=model_name, model=model, dataset=dataset, order=order,
-        calib=dataset.features("train", np.sort(order[:n_cal])),
+        calib=dataset.features("train", np.sort(order[:calibration_samples])),
         x_proxy=dataset.features("val", proxy_idx), y_proxy=dataset.labels("val", proxy_idx),
-        qat_idx=np.sort(order[n_cal:n_cal + qat_samples]),
+        qat_idx=np.sort(order[calibration_samples:calibration_samples + qat_samples]),
         x_test=x_test, y_test=y_test)
 
 

@@ -154,11 +154,13 @@ class PTQPipeline:
         bar.set_unit(unit.name)
         inputs = tensor_values(qmodel, unit.inputs, calib)
         inputs = inputs[0] if len(inputs) == 1 else dict(zip(unit.inputs, inputs))
-        float_names = [float_name(graph, n) for n in unit.inputs + [unit.output]]
-        float_values = tensor_values(float_model, float_names, calib)
-        target = float_values[-1]
-        float_inputs = float_values[0] if len(unit.inputs) == 1 else \
-            dict(zip(unit.inputs, float_values[:-1]))
+        dropped = unit.inputs if cfg.drop_prob > 0 else []  # QDrop also needs their float values
+        float_values = tensor_values(float_model, [float_name(graph, n) for n in
+                                                   [unit.output] + dropped], calib)
+        target, float_inputs = float_values[0], None
+        if dropped:
+            float_inputs = float_values[1] if len(dropped) == 1 else \
+                dict(zip(dropped, float_values[1:]))
         forward = unit_forward(unit)
         before = reconstruction_mse(forward, inputs, target)
         saved = _snapshot(unit_state(unit))
