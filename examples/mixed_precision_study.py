@@ -460,6 +460,14 @@ def _f(x, digits=2):
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def _qat_times(named):
+    """'name N s, ...' for (name, fine-tune record) pairs: wall time over all epochs. Records
+    made before epochs were timed know only their last invocation (~0 s when it resumed a
+    finished fine-tune), so they say 'not timed'."""
+    return ", ".join(f"{name} {ft['seconds']:.0f} s" if ft.get("seconds") is not None else
+                     f"{name} not timed" for name, ft in named)
+
+
 def _machine_line(rows):
     m = rows[0]["machine"]
     loads = [r["machine"]["load_average_at_start"][0] for r in rows]
@@ -565,10 +573,9 @@ def benchmark_report(rows):
             summary["either"][1] += any(g[1] is not None and g[1] >= 1.0 for g in gains.values())
         lines.append(f"Uniform W4A4: PTQ {w4a4['test_accuracy']:.2f} %, + QAT "
                      f"{_f(ft.get('W4A4', {}).get('test_accuracy_after'))} %. QAT of each policy "
-                     "took " + ", ".join(
-                         [f"{k} {v['seconds_this_run']:.0f} s" for k, v in ft.items()] +
-                         [f"{meth} {by[(m, meth)]['finetune']['seconds_this_run']:.0f} s"
-                          for meth in ("fast", "rl") if (m, meth) in by]) + ".")
+                     "took " + _qat_times(list(ft.items()) + [
+                         (meth, by[(m, meth)]["finetune"]) for meth in ("fast", "rl")
+                         if (m, meth) in by]) + ".")
         lines.append("")
         for method in ("fast", "rl"):
             r = by.get((m, method))

@@ -6,9 +6,10 @@ layer over episodes for the current and best policy, and their memory against th
 as the paper's Figure 3), summary.json and summary.md (budgets, policies, M1/M2, accuracies,
 wall time, command, machine) and, for RL, state.pkl (the resumable search state).
 
-Budgets default to the model's uniform W4A4 FLASH and RAM. The proxy split (reward and
-sensitivity) is drawn from the training split, disjoint from the calibration samples; reported
-accuracies are on the test split.
+Budgets default to the model's uniform W4A4 FLASH and RAM. The labelled proxy split (reward and
+sensitivity) is a seeded draw from the validation split (the float model has fitted its
+training samples, so they would flatter every policy); calibration samples come from the
+training split; reported accuracies are on the test split.
 
 --reward=qat scores every policy after one epoch of quantization-aware fine-tuning (the paper's
 reward) on --qat_samples further training samples, disjoint from the calibration and proxy
@@ -228,10 +229,11 @@ def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, ep
         saved = os.path.join(directory, "model.h5")
         tfq_tiny.save_model(qmodel, saved)
     print(f"QAT fine-tuning, {epochs} epoch(s): test accuracy {before:.2f}% -> {after:.2f}%")
+    epoch_seconds = [h.get("epoch_seconds") for h in tuner.history]
     return {"epochs": epochs, "lr": lr, "batch_size": batch_size,
             "train_samples": len(train_data[0]), "test_accuracy_before": before,
             "test_accuracy_after": after, "history": tuner.history, "seconds_this_run": seconds,
-            "model": saved}
+            "seconds": None if None in epoch_seconds else sum(epoch_seconds), "model": saved}
 
 
 def _markdown(summary):

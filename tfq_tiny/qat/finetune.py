@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import warnings
 
 import numpy as np
@@ -319,7 +320,8 @@ class FineTuner:
     """QAT of quantized models: ``FineTuner(epochs=2).run(qmodel, (x, y))``; see ``finetune``.
 
     ``history`` holds one record per finished epoch (loss, accuracy and, with validation data,
-    val_loss/val_accuracy, as Keras logs them), including the epochs restored from a checkpoint.
+    val_loss/val_accuracy, as Keras logs them, and its wall time ``epoch_seconds``), including
+    the epochs restored from a checkpoint, so a resumed run still knows what the whole cost.
     """
 
     def __init__(self, epochs, lr=1e-4, batch_size=64, checkpoint_dir=None, log_dir=None,
@@ -367,10 +369,11 @@ class FineTuner:
         try:
             for epoch in range(start, self.epochs):
                 order = np.random.default_rng([self.seed, epoch]).permutation(len(x))
+                began = time.perf_counter()
                 fit = trainer.fit(x[order], y[order], batch_size=self.batch_size,
                                   epochs=epoch + 1, initial_epoch=epoch, shuffle=False,
                                   validation_data=validation, callbacks=callbacks, verbose=0)
-                record = {"epoch": epoch + 1}
+                record = {"epoch": epoch + 1, "epoch_seconds": time.perf_counter() - began}
                 record.update({k: float(v[-1]) for k, v in fit.history.items()})
                 self.history.append(record)
                 checkpoint.save(qmodel, trainer.optimizers, epoch + 1, self.history)
