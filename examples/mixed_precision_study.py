@@ -65,6 +65,9 @@ def define_flags():
                       "whole training split).")
     flags.DEFINE_float("finetune_lr", 1e-4, "QAT Adam learning rate.")
     flags.DEFINE_integer("finetune_batch_size", 64, "QAT batch size.")
+    flags.DEFINE_list("finetune_seeds", ["0"], "QAT sample-order seeds: every fine-tuned policy "
+                      "is fine-tuned once per seed and reported as the mean (one QAT epoch "
+                      "moves DS-CNN by a point or more from seed to seed).")
     flags.DEFINE_float("m224_flash_kb", 2048, "mobilenet224 FLASH budget, kB (1024 B).")
     flags.DEFINE_float("m224_ram_kb", 512, "mobilenet224 RAM budget, kB (1024 B).")
     flags.DEFINE_integer("m224_episodes", 60, "mobilenet224 RL episodes.")
@@ -147,12 +150,29 @@ def _finetune_data(setup):
     return (ds.features("train", idx), ds.labels("train", idx)), n
 
 
+def _finetune_seeds():
+    return tuple(int(s) for s in FLAGS.finetune_seeds)
+
+
 def _finetune(setup, policy, before, tag):
+    """QAT of ``policy`` once per --finetune_seeds seed (sample order); the record holds each
+    run's accuracy and their mean as ``test_accuracy_after``."""
+    import numpy as np
     data, _ = _finetune_data(setup)
-    return search.finetune_policy(
-        setup.model, policy, setup.calib, data, setup.x_test, setup.y_test, before,
-        FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
-        os.path.join(FLAGS.work_dir, setup.name, tag, "finetune"), FLAGS.progress, FLAGS.seed)
+    runs = []
+    for seed in _finetune_seeds():
+        directory = os.path.join(FLAGS.work_dir, setup.name, tag,
+                                 "finetune" if seed == FLAGS.seed else f"finetune-seed{seed}")
+        runs.append(search.finetune_policy(
+            setup.model, policy, setup.calib, data, setup.x_test, setup.y_test, before,
+            FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size, directory,
+            FLAGS.progress, seed))
+    after = [r["test_accuracy_after"] for r in runs]
+    seconds = [r["seconds"] for r in runs]
+    return {**runs[0], "seeds": list(_finetune_seeds()), "test_accuracy_after": float(np.mean(after)),
+            "test_accuracy_after_each": after, "test_accuracy_after_std": float(np.std(after)),
+            "seconds": None if None in seconds else sum(seconds),
+            "history": [r["history"] for r in runs]}
 
 
 def _ptq_accuracy(setup, policy):
@@ -229,8 +249,9 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
     ft = _finetune(setup, policy, test_acc, method)
     ft.pop("history", None)
     extra = found["extra"]
-    keep = {k: extra[k] for k in ("ilp_seconds", "sensitivity_seconds", "objective",
-                                  "episodes_done", "rl_config", "reward_evaluations")
+    keep = {k: extra[k] for k in ("ilp_seconds", "sensitivity_seconds", "sensitivity_anchor",
+                                  "objective", "episodes_done", "rl_config",
+                                  "reward_evaluations")
             if k in extra}
     if "history" in extra:
         keep["best_found_at_episode"] = _best_episode(extra["history"])
@@ -460,6 +481,16 @@ def _f(x, digits=2):
     return "" if x is None else f"{x:.{digits}f}"
 
 
+def _qat_cell(ft):
+    """A fine-tuned accuracy: the mean, with its spread and count over QAT seeds if several."""
+    if not ft:
+        return ""
+    each = ft.get("test_accuracy_after_each", [ft["test_accuracy_after"]])
+    if len(each) == 1:
+        return _f(ft["test_accuracy_after"])
+    return f"{ft['test_accuracy_after']:.2f} +- {ft['test_accuracy_after_std']:.2f} (n={len(each)})"
+
+
 def _qat_times(named):
     """'name N s, ...' for (name, fine-tune record) pairs: wall time over all epochs. Records
     made before epochs were timed know only their last invocation (~0 s when it resumed a
@@ -493,8 +524,12 @@ def benchmark_report(rows):
         "- Quantization for every reported accuracy: `quantize_model` default pipeline (BN fold + "
         "CLE, MSE range init) on the calibration draw (table below). The searches score policies "
         "the same way on a labelled proxy split drawn from the validation split (RL reward: "
-        "proxy accuracy after PTQ; fast search: KL sensitivity of each tensor "
-        "lowered alone, then the exact ILP); where the table gives fewer search calibration "
+        "proxy accuracy after PTQ; fast search: KL change when one tensor alone takes "
+        "another width with every other at the anchor width ("
+        + ", ".join(f"{m} {r.get('sensitivity_anchor', 8)} bits" for m in models
+                    for r in rows if r["model"] == m and r["method"] == "fast")
+        + "; the search anchors at the widest uniform width that fits, rows made before it "
+        "did anchored at 8), then the exact ILP); where the table gives fewer search calibration "
         "samples, the searches calibrate with the first ones of the draw (CPU time).",
         "- RL: DDPG, mode concurrent, " + ", ".join(sorted({
             f"{r['rl_config']['episodes']} episodes ({r['rl_config']['warmup']} random warm-up)"
@@ -502,10 +537,13 @@ def benchmark_report(rows):
         + ", other settings as `RLConfig` defaults (hidden 300x300, noise sigma 0.5 decaying "
         "0.99, buffer 2000, batch 64). Search time counts the RL episodes or the sensitivities "
         "+ ILP, not the loading, memory model or fine-tuning.",
-        f"- Fine-tuning: every searched policy and uniform W4A4 (and the best fitting uniform "
-        f"policy when it is another) get the same QAT budget: "
-        f"{FLAGS.finetune_epochs} epoch(s), Adam lr {FLAGS.finetune_lr}, batch "
-        f"{FLAGS.finetune_batch_size}, same seeded sample order (`tfq_tiny.qat.FineTuner`).",
+        "- Fine-tuning: every searched policy and uniform W4A4 (and the best fitting uniform "
+        "policy when it is another) get the same QAT budget: "
+        + "; ".join(f"{e} epoch(s), Adam lr {lr}, batch {b}, QAT seed(s) "
+                    f"{', '.join(map(str, seeds))} (mean over seeds)" for e, lr, b, seeds in sorted(
+            {_finetune_settings(ft) for r in rows if r["model"] in models
+             for ft in _finetunes(r)}))
+        + ", same seeded sample order (`tfq_tiny.qat.FineTuner`).",
         f"- Seed {any_row['seed']} for the data draws, RL agent and QAT order.",
         f"- Machine: {_machine_line(rows)}. Wall times are therefore rough.", "",
         "Samples per model:", "",
@@ -539,12 +577,11 @@ def benchmark_report(rows):
         for r in u["uniform"]:
             if "test_accuracy" not in r:
                 continue
-            ftr = ft.get(r["policy"], {}).get("test_accuracy_after")
             name = f"uniform {r['policy']}" + (" (best fitting)" if best and
                                                 r["policy"] == best["policy"] else "")
             lines.append(f"| {name} | {r['flash']:,} | {r['ram']:,} | "
-                         f"{'yes' if r['fits'] else 'no'} | {_f(r['test_accuracy'])} | {_f(ftr)} "
-                         f"| | |")
+                         f"{'yes' if r['fits'] else 'no'} | {_f(r['test_accuracy'])} | "
+                         f"{_qat_cell(ft.get(r['policy']))} | | |")
         gains = {}
         for method in ("fast", "rl"):
             r = by.get((m, method))
@@ -562,7 +599,7 @@ def benchmark_report(rows):
                 secs += f" (ILP {r['ilp_seconds']:.3f})"
             lines.append(f"| **{label}** | {r['flash']:,} | {r['ram']:,} | "
                          f"{'yes' if r['fits'] else 'NO'} | {_f(r['test_accuracy_ptq'])} | "
-                         f"{_f(r['test_accuracy_finetuned'])} | {d_ptq:+.2f} / "
+                         f"{_qat_cell(r['finetune'])} | {d_ptq:+.2f} / "
                          f"{_f(d_ft) if d_ft is None else f'{d_ft:+.2f}'} | {secs} |")
         lines.append("")
         for method, (d_ptq, d_ft) in gains.items():
@@ -708,13 +745,30 @@ def write_reports():
         atomic_write(FLAGS.m224_report, text)
 
 
+def _finetunes(row):
+    """The fine-tune records of a cell (a uniform cell has one per fine-tuned policy)."""
+    if row["method"] == "uniform":
+        return list(row.get("finetune", {}).values())
+    return [row["finetune"]] if "finetune" in row else []
+
+
+def _finetune_settings(ft):
+    """(epochs, lr, batch size, QAT seeds); rows from before seeds were recorded used one, 0."""
+    return ft["epochs"], ft["lr"], ft["batch_size"], tuple(ft.get("seeds", (0,)))
+
+
 def _current(row):
     """A recorded cell still counts as done: made on today's checkpoint with today's proxy split
-    (MobileNet-224 has neither)."""
+    and fine-tuning settings, and a fast cell by the anchored sensitivity search (MobileNet-224
+    has none of these)."""
     if row["model"] == M224:
         return True
+    wanted = (FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
+              _finetune_seeds())
     return row.get("proxy_split") == PROXY_SPLIT and \
-        row.get("checkpoint_sha256") == checkpoint_sha256(row["model"])
+        row.get("checkpoint_sha256") == checkpoint_sha256(row["model"]) and \
+        all(_finetune_settings(ft) == wanted for ft in _finetunes(row)) and \
+        (row["method"] != "fast" or "sensitivity_anchor" in row)
 
 
 def main(argv):

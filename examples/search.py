@@ -170,17 +170,19 @@ def plot_fast(mm, assignment, sensitivity, flash, ram, path, title):
     axes[0].set_xlabel("bits (blue: weights, orange: activations)")
     axes[0].set_title("chosen bits per tensor")
     losses = sensitivity.losses
-    for k, b in enumerate((4, 2)):
+    anchor = getattr(sensitivity, "anchor", 8)
+    others = [b for b in sorted(mm.choices, reverse=True) if b != anchor]
+    for k, b in enumerate(others):
         vals = [losses.get(v.key, {}).get(b, np.nan) - sensitivity.reference_loss
                 for v in mm.variables]
         axes[1].barh(np.arange(len(names)) + (k - 0.5) * 0.4, vals, height=0.4,
-                     color=("0.45", "0.75")[k], label=f"{b} bits")
+                     color=("0.45", "0.75")[k % 2], label=f"{b} bits")
     axes[1].set_yticks(range(len(names)))
     axes[1].set_yticklabels(names, fontsize=8)
     axes[1].invert_yaxis()
     axes[1].set_xscale("symlog", linthresh=1e-4)
-    axes[1].set_xlabel("KL increase vs all-8-bit (proxy split)")
-    axes[1].set_title("sensitivity of each tensor lowered alone")
+    axes[1].set_xlabel(f"KL change vs all-{anchor}-bit (proxy split)")
+    axes[1].set_title(f"sensitivity: each tensor changed alone from {anchor} bits")
     axes[1].legend(fontsize=8)
     m1, m2 = mm.memory(assignment)
     axes[2].bar([0, 1], [m1 / 1024, m2 / 1024], color=["C0", "C1"])
@@ -331,7 +333,8 @@ def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_p
     seconds = time.perf_counter() - start
     proxy_acc = evaluator.accuracy(solution.policy)
     extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,
-             "sensitivity_seconds": sens.seconds, "objective": solution.objective}
+             "sensitivity_seconds": sens.seconds, "sensitivity_anchor": sens.anchor,
+             "objective": solution.objective}
     if plot_path:
         plot_fast(mm, solution.assignment, sens, flash, ram, plot_path, title)
     return {"assignment": solution.assignment, "policy": solution.policy,

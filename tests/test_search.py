@@ -12,6 +12,7 @@ from tfq_tiny.search import (ACTIVATION, WEIGHT, InfeasibleBudgetError, MemoryMo
 from tfq_tiny.search.knapsack import brute_force, fast_search, solve
 from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
 from tfq_tiny.search.rl import RLConfig, RLSearch
+from tfq_tiny.search.sensitivity import Sensitivity, anchor_width, measure_sensitivity
 
 W, A = WEIGHT, ACTIVATION
 
@@ -113,12 +114,50 @@ def test_fast_search_returns_a_fitting_policy(hand_model, hand_mm, tiny_task):
     evaluator = ProxyEvaluator(hand_model, x, x, y)
     flash, ram = memory(hand_model, "w4a4")
     solution, sens = fast_search(hand_mm, evaluator, flash, ram, progress=False)
-    assert set(sens.losses) == {v.key for v in hand_mm.searchable()}
+    assert set(sens.losses) == {v.key for v in hand_mm.searchable()} and sens.anchor == 4
     assert solution.flash <= flash and solution.ram <= ram
     assert memory(hand_model, solution.policy) == (solution.flash, solution.ram)
     again = BitPolicy.from_json(solution.policy.to_json())
     assert again == solution.policy
     assert json.loads(solution.policy.to_json())["output_bits"] == 8
+
+
+def test_sensitivity_around_an_anchor_keeps_gains_and_stays_monotone():
+    """Around 4 bits, raising a tensor to 8 may gain (negative cost) and the solver must see
+    it; around 8 bits the costs are the old non-negative increases."""
+    sens = Sensitivity(1.0, {"a": {8: 0.7, 4: 1.0, 2: 3.0}, "b": {8: 1.2, 4: 1.0, 2: 0.9}},
+                       anchor=4)
+    assert sens.costs() == {"a": {8: pytest.approx(-0.3), 4: 0.0, 2: 2.0},
+                            "b": {8: pytest.approx(0.2), 4: pytest.approx(0.2),
+                                  2: pytest.approx(0.2)}}
+    clean = Sensitivity(1.0, {"a": {8: 1.0, 4: 1.5, 2: 1.2}}).costs()
+    assert clean == {"a": {8: 0.0, 4: 0.5, 2: 0.5}}
+
+
+def test_anchor_is_the_widest_uniform_width_that_fits(hand_model, hand_mm):
+    assert anchor_width(hand_mm, *memory(hand_model, "w8a8")) == 8
+    assert anchor_width(hand_mm, *memory(hand_model, "w4a4")) == 4
+    assert anchor_width(hand_mm, *memory(hand_model, "w2a2")) == 2
+    assert anchor_width(hand_mm, 1, 1) == 2
+    weights_only = memory(hand_model, "w4a8")[0]
+    assert anchor_width(hand_mm, weights_only, None, kinds=(W,)) == 4
+
+
+def test_fast_search_measures_around_the_budget_anchor(hand_model, hand_mm):
+    """At W4A4 budgets every tensor is measured at 8 and 2 with the rest at 4."""
+    seen = []
+
+    def loss(policy):
+        seen.append(hand_mm.assignment(policy))
+        return float(len(seen))
+
+    sens = measure_sensitivity(hand_mm, loss, anchor=4, progress=False)
+    assert sens.anchor == 4 and all(set(by) == {8, 4, 2} for by in sens.losses.values())
+    searched = [v.key for v in hand_mm.searchable()]
+    for trial in seen[1:]:
+        assert sorted(trial[k] for k in searched).count(4) == len(searched) - 1
+    with pytest.raises(ValueError, match="anchor=3"):
+        measure_sensitivity(hand_mm, loss, anchor=3, progress=False)
 
 
 def _comparable(history):

@@ -125,19 +125,24 @@ def brute_force(memory_model, costs, flash=None, ram=None, base=None):
     return best
 
 
-def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", bits=(4, 2),
+def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="auto",
                 progress=True):
     """Sensitivity of every searchable tensor (KL on the proxy split), then the exact ILP.
 
     ``mode`` "weights" searches weight bits only (activations at 8); "concurrent" and
-    "independent" search both (for an exact solver they are the same problem).
-    Returns (Solution, Sensitivity).
+    "independent" search both (for an exact solver they are the same problem). ``anchor`` is
+    the width the sensitivities are measured around (``sensitivity.measure_sensitivity``):
+    "auto" = the widest uniform width that fits the budgets (``sensitivity.anchor_width``),
+    or a width. Returns (Solution, Sensitivity).
     """
-    from tfq_tiny.search.sensitivity import measure_sensitivity
+    from tfq_tiny.search.sensitivity import anchor_width, measure_sensitivity
 
     kinds = (WEIGHT,) if mode == "weights" else (WEIGHT, ACTIVATION)
-    memory_model.check_feasible(flash, ram if mode != "weights" else None)
-    sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, bits=bits,
+    ram = ram if mode != "weights" else None
+    memory_model.check_feasible(flash, ram)
+    if anchor == "auto":
+        anchor = anchor_width(memory_model, flash, ram, kinds)
+    sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, anchor=anchor,
                                progress=progress)
-    solution = solve(memory_model, sens.costs(), flash, None if mode == "weights" else ram)
+    solution = solve(memory_model, sens.costs(), flash, ram)
     return solution, sens
