@@ -250,8 +250,8 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
     ft.pop("history", None)
     extra = found["extra"]
     keep = {k: extra[k] for k in ("ilp_seconds", "sensitivity_seconds", "sensitivity_anchor",
-                                  "objective", "episodes_done", "rl_config",
-                                  "reward_evaluations")
+                                  "candidates", "fast_search_version", "objective",
+                                  "episodes_done", "rl_config", "reward_evaluations")
             if k in extra}
     if "history" in extra:
         keep["best_found_at_episode"] = _best_episode(extra["history"])
@@ -759,8 +759,10 @@ def _finetune_settings(ft):
 
 def _current(row):
     """A recorded cell still counts as done: made on today's checkpoint with today's proxy split
-    and fine-tuning settings, and a fast cell by the anchored sensitivity search (MobileNet-224
-    has none of these)."""
+    and fine-tuning settings, and a fast cell by today's fast search (MobileNet-224 has none
+    of these)."""
+    from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION
+
     if row["model"] == M224:
         return True
     wanted = (FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
@@ -768,7 +770,12 @@ def _current(row):
     return row.get("proxy_split") == PROXY_SPLIT and \
         row.get("checkpoint_sha256") == checkpoint_sha256(row["model"]) and \
         all(_finetune_settings(ft) == wanted for ft in _finetunes(row)) and \
-        (row["method"] != "fast" or "sensitivity_anchor" in row)
+        (row["method"] != "fast" or _fast_version(row) == FAST_SEARCH_VERSION)
+
+
+def _fast_version(row):
+    """The fast-search algorithm a row was made with (``knapsack.FAST_SEARCH_VERSION``)."""
+    return row.get("fast_search_version", 2 if "sensitivity_anchor" in row else 1)
 
 
 def main(argv):

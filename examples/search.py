@@ -325,15 +325,17 @@ def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64):
 def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_path=None,
              title=""):
     """Fast search (sensitivity + ILP). Returns {assignment, policy, proxy_accuracy, seconds,
-    extra} (extra: sensitivity, ILP time, objective); draws search.png at ``plot_path``."""
-    from tfq_tiny.search.knapsack import fast_search
+    extra} (extra: sensitivity, ILP time, anchor, candidates, objective); draws search.png at
+    ``plot_path``."""
+    from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION, fast_search
 
     start = time.perf_counter()
     solution, sens = fast_search(mm, evaluator, flash, ram, mode=mode, progress=progress)
     seconds = time.perf_counter() - start
-    proxy_acc = evaluator.accuracy(solution.policy)
+    proxy_acc = solution.proxy_accuracy
     extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,
              "sensitivity_seconds": sens.seconds, "sensitivity_anchor": sens.anchor,
+             "candidates": solution.candidates, "fast_search_version": FAST_SEARCH_VERSION,
              "objective": solution.objective}
     if plot_path:
         plot_fast(mm, solution.assignment, sens, flash, ram, plot_path, title)

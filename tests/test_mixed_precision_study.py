@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "examples"))
 
 import mixed_precision_study as study  # noqa: E402
+from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION  # noqa: E402
 
 
 @pytest.fixture
@@ -37,7 +38,9 @@ def test_a_cell_counts_only_when_made_as_todays_study_would_make_it(settings):
     assert study._current(_row("uniform"))
     assert study._current(_row("rl"))
     assert not study._current(_row("fast")), "made before the anchored sensitivity search"
-    assert study._current(_row("fast", sensitivity_anchor=4))
+    assert not study._current(_row("fast", sensitivity_anchor=4)), "before candidate selection"
+    assert study._current(_row("fast", sensitivity_anchor=4,
+                               fast_search_version=FAST_SEARCH_VERSION))
     assert not study._current(_row("rl", checkpoint_sha256="old"))
     assert not study._current(_row("rl", proxy_split="train"))
     settings.finetune_epochs = 3

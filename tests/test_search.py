@@ -9,6 +9,7 @@ from tfq_tiny._compat import keras
 from tfq_tiny.errors import TfqError
 from tfq_tiny.search import (ACTIVATION, WEIGHT, InfeasibleBudgetError, MemoryModel,
                              check_feasible, memory)
+from tfq_tiny.search import knapsack
 from tfq_tiny.search.knapsack import brute_force, fast_search, solve
 from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
 from tfq_tiny.search.rl import RLConfig, RLSearch
@@ -115,6 +116,10 @@ def test_fast_search_returns_a_fitting_policy(hand_model, hand_mm, tiny_task):
     flash, ram = memory(hand_model, "w4a4")
     solution, sens = fast_search(hand_mm, evaluator, flash, ram, progress=False)
     assert set(sens.losses) == {v.key for v in hand_mm.searchable()} and sens.anchor == 4
+    weights = [c["gain_weight"] for c in solution.candidates]
+    assert sorted(weights) == sorted(knapsack.GAIN_WEIGHTS)
+    assert solution.proxy_accuracy == max(c["proxy_accuracy"] for c in solution.candidates)
+    assert solution.proxy_accuracy == evaluator.accuracy(solution.policy)
     assert solution.flash <= flash and solution.ram <= ram
     assert memory(hand_model, solution.policy) == (solution.flash, solution.ram)
     again = BitPolicy.from_json(solution.policy.to_json())
@@ -130,6 +135,8 @@ def test_sensitivity_around_an_anchor_keeps_gains_and_stays_monotone():
     assert sens.costs() == {"a": {8: pytest.approx(-0.3), 4: 0.0, 2: 2.0},
                             "b": {8: pytest.approx(0.2), 4: pytest.approx(0.2),
                                   2: pytest.approx(0.2)}}
+    assert sens.costs(gain_weight=0.5)["a"] == {8: pytest.approx(-0.15), 4: 0.0, 2: 2.0}
+    assert sens.costs(gain_weight=0.0)["a"] == {8: 0.0, 4: 0.0, 2: 2.0}
     clean = Sensitivity(1.0, {"a": {8: 1.0, 4: 1.5, 2: 1.2}}).costs()
     assert clean == {"a": {8: 0.0, 4: 0.5, 2: 0.5}}
 

@@ -29,15 +29,20 @@ class Sensitivity:
     seconds: float = 0.0
     anchor: int = 8
 
-    def costs(self):
+    def costs(self, gain_weight=1.0):
         """{key: {bits: cost}}: loss change from the all-anchor policy, made non-increasing in
         bits (a narrower width never costs less than a wider one). Widths above the anchor may
-        cost less than zero: raising a tensor can gain."""
+        cost less than zero: raising a tensor can gain; ``gain_weight`` scales those gains
+        (0 = count damage only), since the additive model tends to overrate what several
+        raised tensors gain together."""
         result = {}
         for key, by_bits in self.losses.items():
             cost, running = {}, float("-inf")
             for bits in sorted(by_bits, reverse=True):
-                running = max(running, by_bits[bits] - self.reference_loss)
+                change = by_bits[bits] - self.reference_loss
+                if bits > self.anchor and change < 0:
+                    change *= gain_weight
+                running = max(running, change)
                 cost[bits] = running
             result[key] = cost
         return result
