@@ -225,15 +225,16 @@ def markdown_table(runs, command):
         for b in bits:
             accs = [r["accuracy"] for r in by_bits.get(b, [])]
             secs = [r["ptq_seconds"] for r in by_bits.get(b, [])]
-            drop = first["float_accuracy"] - np.mean(accs) if accs else None
             paper = PAPER.get((model, b, optimize))
             paper = f"; paper {paper[1] - paper[0]:+.2f}" if paper else ""
             if not accs:
                 row.append("")
-            elif len(accs) == 1:
-                row.append(f"{accs[0]:.2f} ({-drop:+.2f}{paper}; {secs[0]:.0f}s)")
+                continue
+            change = round(float(np.mean(accs) - first["float_accuracy"]), 2) + 0.0  # no -0.00
+            if len(accs) == 1:
+                row.append(f"{accs[0]:.2f} ({change:+.2f}{paper}; {secs[0]:.0f}s)")
             else:
-                row.append(f"{np.mean(accs):.2f} +- {np.std(accs):.2f} ({-drop:+.2f}{paper}; "
+                row.append(f"{np.mean(accs):.2f} +- {np.std(accs):.2f} ({change:+.2f}{paper}; "
                            f"n={len(accs)})")
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Accuracy in % on the full test split unless test_samples says otherwise; in "
