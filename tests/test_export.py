@@ -26,7 +26,8 @@ from tfq_tiny.analysis import op_graph
 from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError
 from tfq_tiny.export import flatbuffer, packing, size_report
 from tfq_tiny.export.converter import (ExportError, dequantize_output, layer_agreement, policy_of,
-                                       quantize_input, read_metadata, to_tflite)
+                                       quantize_input, read_metadata, strip_strings,
+                                       to_tflite)
 from tfq_tiny.runtime import custom_ops
 from tfq_tiny.runtime.interpreter import Interpreter
 
@@ -411,6 +412,27 @@ def test_filters_carry_one_zero_point_unless_litert_compatible(exports):
     assert all(scales == zps for scales, zps in full_zps.values())
     at_most = sum(8 * (scales - 1) for scales, _ in full_zps.values())  # less where filters share a vector
     assert 0 < len(full) - len(compact) <= at_most
+
+
+def test_stripped_strings_save_flash_and_change_no_output(exports):
+    """strip_strings drops every name (the size report shows no tensor-name bytes left) and the
+    integer outputs stay the same on the shim and, for a builtin-only model, on TFLM."""
+    for model_name, policy in (("signal", "w8a8"), ("image", "w4a4")):
+        qmodel, named, x = exports(model_name, policy)
+        _, stripped, _ = exports(model_name, policy, strip_strings=True)
+        graph = fb.ModelT.InitFromObj(fb.Model.GetRootAsModel(stripped, 0)).subgraphs[0]
+        assert all(t.name is None for t in graph.tensors) and graph.name is None
+        assert size_report(stripped)["names"] < size_report(named)["names"]
+        assert len(named) - len(stripped) >= 8 * len(graph.tensors)
+        assert read_metadata(stripped) == read_metadata(named)
+        assert strip_strings(named) == stripped
+        xs = quantize_input(named, x[:50])
+        out = Interpreter(model_content=stripped).run(xs)[0]
+        np.testing.assert_array_equal(out, Interpreter(model_content=named).run(xs)[0])
+        if policy == "w8a8":
+            np.testing.assert_array_equal(out, run_tflm(stripped, xs))
+        with pytest.raises(ExportError, match="strip_strings"):
+            layer_agreement(qmodel, stripped, x[:4])
 
 
 # ---- metadata, float I/O, command line ----------------------------------------------------------

@@ -3,7 +3,7 @@
 from tfq_tiny.export.size import size_report
 
 _CONVERTER_NAMES = ("to_tflite", "read_metadata", "quantize_input", "dequantize_output",
-                    "layer_agreement", "policy_of", "ExportError")
+                    "layer_agreement", "policy_of", "strip_strings", "ExportError")
 
 
 def __getattr__(name):

@@ -25,6 +25,8 @@ flags.DEFINE_enum("int2_type", "INT8", ["INT8", "INT2"],
 flags.DEFINE_enum("dense_int4", "custom", ["custom", "conv_1x1"],
                   "Dense with 4-bit weights and 8-bit activations: TFQ_FULLY_CONNECTED, or a "
                   "1x1 CONV_2D builtin (no custom operator needed).")
+flags.DEFINE_bool("strip_strings", False, "Leave out tensor/subgraph names and the description "
+                  "(no interpreter reads them; ~12 B of FLASH per tensor).")
 flags.DEFINE_bool("litert_compatible", False, "Full per-channel zero point arrays (LiteRT needs "
                   "them; TFLM accepts one zero point per filter, up to 8 B per channel less).")
 flags.mark_flags_as_required(["model", "output"])
@@ -43,7 +45,8 @@ def main(argv):
         qmodel = tfq_tiny.load_model(FLAGS.model)
         model_bytes = converter.to_tflite(qmodel, input_type=FLAGS.input_type,
                                           int2_type=FLAGS.int2_type, dense_int4=FLAGS.dense_int4,
-                                          litert_compatible=FLAGS.litert_compatible)
+                                          litert_compatible=FLAGS.litert_compatible,
+                                          strip_strings=FLAGS.strip_strings)
     except TfqError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

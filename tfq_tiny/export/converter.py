@@ -903,7 +903,7 @@ def _add_metadata(model, info):
 
 
 def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", dense_int4="custom",
-              litert_compatible=False):
+              litert_compatible=False, strip_strings=False):
     """Export a quantized tf_keras model (2/4/8-bit weights and activations) to TFLite bytes.
 
     Args:
@@ -922,6 +922,10 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
         point for all channels, which TFLM's allocator accepts (its "space-saving optimization"):
         up to 8 bytes per output channel less FLASH (4 kB on MobileNetV1-0.25, whose filters of
         equal channel count share one zero-point vector).
+      strip_strings: leave out the strings no interpreter needs: tensor and subgraph names, the
+        model description and signature defs (as TFLite's ``strip_strings`` tool does; custom
+        codes and the metadata stay). A flash saving for deployment, about 12 B per tensor;
+        ``layer_agreement`` needs the names, so check an unstripped export.
 
     Returns:
       The flatbuffer as bytes; run it with ``tfq_tiny.runtime.interpreter.Interpreter`` or TFLM
@@ -992,7 +996,27 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
         _add_metadata(tfl.model, json.loads(json.dumps(info)))
     except TypeError as exc:
         raise ExportError(f"metadata must be JSON-serialisable: {exc}") from exc
+    if strip_strings:
+        _strip_strings(tfl.model)
     return flatbuffer.write_model_aligned(tfl.model)
+
+
+def strip_strings(model_bytes):
+    """``model_bytes`` without the strings no interpreter reads: what ``to_tflite(...,
+    strip_strings=True)`` writes, for a flatbuffer exported with its names."""
+    model = flatbuffer.read_model(model_bytes)
+    _strip_strings(model)
+    return flatbuffer.write_model_aligned(model)
+
+
+def _strip_strings(model):
+    """Drop the strings no interpreter reads (names, description, signature defs)."""
+    model.description = None
+    model.signatureDefs = None
+    for graph in model.subgraphs:
+        graph.name = None
+        for tensor in graph.tensors:
+            tensor.name = None
 
 
 # ---- using an exported model --------------------------------------------------------------------
@@ -1079,6 +1103,9 @@ def layer_agreement(qmodel, model_bytes, x, kernels="numpy"):
     meta = read_metadata(model_bytes)
     shim = Interpreter(model_content=model_bytes, kernels=kernels)
     by_name = {t["name"]: t["index"] for t in shim.tensors}
+    if not any(by_name):
+        raise ExportError("the flatbuffer has no tensor names (exported with strip_strings=True); "
+                          "check the agreement on an export that keeps them.")
     first_index = {}
     for name in plan.grid:
         label = tensor_label(plan, name)
