@@ -587,26 +587,35 @@ def _prepare_conv_2d(node):
     for t, what in ((x, "input"), (w, "filter"), (out, "output")):
         _rank(node, t, 4, what)
     opts = node.opts(schema_fb.Conv2DOptionsT)
-    in_scale, in_zp = _per_tensor(node, x, "input")
-    out_scale, out_zp = _per_tensor(node, out, "output")
     channels, kh, kw, filter_depth = w.shape
     node.check(filter_depth >= 1 and x.shape[3] % filter_depth == 0 and channels % (x.shape[3] // filter_depth) == 0,
                f"filter depth {filter_depth} does not divide input depth {x.shape[3]} into valid groups.")
-    filter_scales = _constant_filter(node, w, channels, 0)
-    bias = _bias(node, b, channels)
-    dilation = (int(opts.dilationHFactor), int(opts.dilationWFactor))
-    stride, pad, out_hw = _window(node, x, out, (kh, kw), opts, dilation)
-    node.check(out.shape == (x.shape[0],) + out_hw + (channels,),
-               f"output shape {list(out.shape)} != computed {[x.shape[0], *out_hw, channels]}.")
-    mult, shift = _conv_multipliers(in_scale, filter_scales, out_scale)
-    act_min, act_max = kernels.activation_range(_activation(node, opts.fusedActivationFunction), out_scale, out_zp, out.bits)
+    common = _windowed_filter(node, x, w, b, out, opts, channels, (kh, kw), 0)
     weights = w.data
 
     def run(args):
-        return [kernels.conv_2d(args[0], weights, bias, input_zp=in_zp, output_zp=out_zp, out_multiplier=mult,
-                                out_shift=shift, act_min=act_min, act_max=act_max, stride=stride,
-                                dilation=dilation, pad=pad, out_hw=out_hw)]
+        return [kernels.conv_2d(args[0], weights, **common)]
     return run
+
+
+def _windowed_filter(node, x, w, b, out, opts, channels, kernel, filter_axis):
+    """What CONV_2D and DEPTHWISE_CONV_2D prepare alike: the filter's per-channel scales, bias,
+    window (stride, padding, output size, checked against the output tensor), requantization
+    multipliers and the fused activation's clamp, as keyword arguments of the kernel."""
+    in_scale, in_zp = _per_tensor(node, x, "input")
+    out_scale, out_zp = _per_tensor(node, out, "output")
+    filter_scales = _constant_filter(node, w, channels, filter_axis)
+    bias = _bias(node, b, channels)
+    dilation = (int(opts.dilationHFactor), int(opts.dilationWFactor))
+    stride, pad, out_hw = _window(node, x, out, kernel, opts, dilation)
+    node.check(out.shape == (x.shape[0],) + out_hw + (channels,),
+               f"output shape {list(out.shape)} != computed {[x.shape[0], *out_hw, channels]}.")
+    mult, shift = _conv_multipliers(in_scale, filter_scales, out_scale)
+    act_min, act_max = kernels.activation_range(_activation(node, opts.fusedActivationFunction),
+                                                out_scale, out_zp, out.bits)
+    return dict(bias=bias, input_zp=in_zp, output_zp=out_zp, out_multiplier=mult, out_shift=shift,
+                act_min=act_min, act_max=act_max, stride=stride, dilation=dilation, pad=pad,
+                out_hw=out_hw)
 
 
 @_builtin("DEPTHWISE_CONV_2D")
@@ -617,8 +626,6 @@ def _prepare_depthwise_conv_2d(node):
     for t, what in ((x, "input"), (w, "filter"), (out, "output")):
         _rank(node, t, 4, what)
     opts = node.opts(schema_fb.DepthwiseConv2DOptionsT)
-    in_scale, in_zp = _per_tensor(node, x, "input")
-    out_scale, out_zp = _per_tensor(node, out, "output")
     one, kh, kw, channels = w.shape
     in_depth = x.shape[3]
     node.check(one == 1 and in_depth >= 1 and channels % in_depth == 0 and channels >= in_depth,
@@ -626,21 +633,11 @@ def _prepare_depthwise_conv_2d(node):
     multiplier = channels // in_depth
     node.check(int(opts.depthMultiplier) == multiplier,
                f"depth_multiplier option is {opts.depthMultiplier} but the shapes imply {multiplier}.")
-    filter_scales = _constant_filter(node, w, channels, 3)
-    bias = _bias(node, b, channels)
-    dilation = (int(opts.dilationHFactor), int(opts.dilationWFactor))
-    stride, pad, out_hw = _window(node, x, out, (kh, kw), opts, dilation)
-    node.check(out.shape == (x.shape[0],) + out_hw + (channels,),
-               f"output shape {list(out.shape)} != computed {[x.shape[0], *out_hw, channels]}.")
-    mult, shift = _conv_multipliers(in_scale, filter_scales, out_scale)
-    act_min, act_max = kernels.activation_range(_activation(node, opts.fusedActivationFunction), out_scale, out_zp, out.bits)
+    common = _windowed_filter(node, x, w, b, out, opts, channels, (kh, kw), 3)
     weights = w.data
 
     def run(args):
-        return [kernels.depthwise_conv_2d(args[0], weights, bias, depth_multiplier=multiplier, input_zp=in_zp,
-                                          output_zp=out_zp, out_multiplier=mult, out_shift=shift,
-                                          act_min=act_min, act_max=act_max, stride=stride,
-                                          dilation=dilation, pad=pad, out_hw=out_hw)]
+        return [kernels.depthwise_conv_2d(args[0], weights, depth_multiplier=multiplier, **common)]
     return run
 
 
