@@ -106,16 +106,9 @@ Status ConvPerChannel(const ConvParams& p, const Requant& rq,
   TFQ_RETURN_IF_ERROR(CheckBias(bias, out_d));
   TFQ_RETURN_IF_ERROR(CheckRequant(rq, out_d, /*allow_per_tensor=*/false,
                                    -31, 30));
-  TFQ_RETURN_IF_ERROR(CheckSpatial(in.dims[1], filter.dims[1],
-                                   p.stride_height, p.dilation_height,
-                                   p.pad_height, out.dims[1]));
-  TFQ_RETURN_IF_ERROR(CheckSpatial(in.dims[2], filter.dims[2], p.stride_width,
-                                   p.dilation_width, p.pad_width, out.dims[2]));
-  TFQ_RETURN_IF_ERROR(CheckInputOffset(p.input_offset, in.bits));
-  TFQ_RETURN_IF_ERROR(CheckZeroPoint(p.output_offset, out.bits));
-  TFQ_RETURN_IF_ERROR(CheckActRange(p.act_min, p.act_max, out.bits));
-  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, in, in_count));
-  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, filter, f_count));
+  TFQ_RETURN_IF_ERROR(CheckConvWindow(p, in, filter, out));
+  TFQ_RETURN_IF_ERROR(
+      CheckWeightedIo(p, in, in_count, filter, f_count, out, out_count));
 
   ClearPackedTail(out.data, out_count, out.bits);
   ConvImpl(p, rq, in, filter, bias, out);

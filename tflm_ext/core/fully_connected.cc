@@ -60,11 +60,8 @@ Status FullyConnected(const FullyConnectedParams& p, const Requant& rq,
   TFQ_RETURN_IF_ERROR(CheckBias(bias, out_d));
   TFQ_RETURN_IF_ERROR(CheckRequant(rq, out_d, /*allow_per_tensor=*/true,
                                    -31, 30));
-  TFQ_RETURN_IF_ERROR(CheckInputOffset(p.input_offset, in.bits));
-  TFQ_RETURN_IF_ERROR(CheckZeroPoint(p.output_offset, out.bits));
-  TFQ_RETURN_IF_ERROR(CheckActRange(p.act_min, p.act_max, out.bits));
-  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, in, in_count));
-  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, filter, f_count));
+  TFQ_RETURN_IF_ERROR(
+      CheckWeightedIo(p, in, in_count, filter, f_count, out, out_count));
 
   ClearPackedTail(out.data, out_count, out.bits);
   FullyConnectedImpl(p, rq, in, filter, bias, out);

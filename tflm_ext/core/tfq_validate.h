@@ -122,6 +122,32 @@ inline Status CheckSpatial(int32_t in, int32_t k, int32_t stride,
   return kErrBadOutputShape;
 }
 
+// Both spatial dimensions of a convolution window (ConvParams, DepthwiseParams):
+// filter dims 1 and 2 are its height and width in either layout.
+template <typename Params>
+inline Status CheckConvWindow(const Params& p, const ConstTensor& in,
+                              const ConstTensor& filter, const Tensor& out) {
+  TFQ_RETURN_IF_ERROR(CheckSpatial(in.dims[1], filter.dims[1], p.stride_height,
+                                   p.dilation_height, p.pad_height,
+                                   out.dims[1]));
+  return CheckSpatial(in.dims[2], filter.dims[2], p.stride_width,
+                      p.dilation_width, p.pad_width, out.dims[2]);
+}
+
+// What every weighted kernel checks alike: input offset, output zero point and
+// clamp fit their widths; the output overlaps neither the input nor the filter.
+template <typename Params>
+inline Status CheckWeightedIo(const Params& p, const ConstTensor& in,
+                              int32_t in_count, const ConstTensor& filter,
+                              int32_t f_count, const Tensor& out,
+                              int32_t out_count) {
+  TFQ_RETURN_IF_ERROR(CheckInputOffset(p.input_offset, in.bits));
+  TFQ_RETURN_IF_ERROR(CheckZeroPoint(p.output_offset, out.bits));
+  TFQ_RETURN_IF_ERROR(CheckActRange(p.act_min, p.act_max, out.bits));
+  TFQ_RETURN_IF_ERROR(CheckNoAlias(out, out_count, in, in_count));
+  return CheckNoAlias(out, out_count, filter, f_count);
+}
+
 // Pooling windows must each overlap the input (TFLM's AveragePool fails on an
 // empty window): first window ends at or after 0, last starts before `in`.
 inline Status CheckPoolWindows(int32_t in, int32_t k, int32_t stride,
