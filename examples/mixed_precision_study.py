@@ -525,11 +525,14 @@ def benchmark_report(rows):
         "CLE, MSE range init) on the calibration draw (table below). The searches score policies "
         "the same way on a labelled proxy split drawn from the validation split (RL reward: "
         "proxy accuracy after PTQ; fast search: KL change when one tensor alone takes "
-        "another width with every other at the anchor width ("
-        + ", ".join(f"{m} {r.get('sensitivity_anchor', 8)} bits" for m in models
-                    for r in rows if r["model"] == m and r["method"] == "fast")
-        + "; the search anchors at the widest uniform width that fits, rows made before it "
-        "did anchored at 8), then the exact ILP); where the table gives fewer search calibration "
+        "another width with every other at the anchor width, then the exact ILP, solved once "
+        "per weight of the measured gains (1, 0.5, 0.25, 0) with the best candidate on the "
+        "proxy split kept; per model: "
+        + ", ".join(f"{m} " + (f"anchor {r['sensitivity_anchor']} bits, version "
+                                f"{_fast_version(r)}" if _fast_version(r) > 1 else
+                                "version 1: anchor 8 bits, one solve")
+                    for m in models for r in rows if r["model"] == m and r["method"] == "fast")
+        + "); where the table gives fewer search calibration "
         "samples, the searches calibrate with the first ones of the draw (CPU time).",
         "- RL: DDPG, mode concurrent, " + ", ".join(sorted({
             f"{r['rl_config']['episodes']} episodes ({r['rl_config']['warmup']} random warm-up)"
@@ -539,11 +542,11 @@ def benchmark_report(rows):
         "+ ILP, not the loading, memory model or fine-tuning.",
         "- Fine-tuning: every searched policy and uniform W4A4 (and the best fitting uniform "
         "policy when it is another) get the same QAT budget: "
-        + "; ".join(f"{e} epoch(s), Adam lr {lr}, batch {b}, QAT seed(s) "
-                    f"{', '.join(map(str, seeds))} (mean over seeds)" for e, lr, b, seeds in sorted(
-            {_finetune_settings(ft) for r in rows if r["model"] in models
-             for ft in _finetunes(r)}))
-        + ", same seeded sample order (`tfq_tiny.qat.FineTuner`).",
+        + "; ".join(f"{', '.join(names)}: {e} epoch(s), Adam lr {lr}, batch {b}, QAT seed(s) "
+                    f"{', '.join(map(str, seeds))}" for (e, lr, b, seeds), names in
+                    sorted(_models_by_finetune(rows, models).items()))
+        + " (the mean over seeds is reported), same seeded sample order per seed "
+        "(`tfq_tiny.qat.FineTuner`).",
         f"- Seed {any_row['seed']} for the data draws, RL agent and QAT order.",
         f"- Machine: {_machine_line(rows)}. Wall times are therefore rough.", "",
         "Samples per model:", "",
@@ -750,6 +753,19 @@ def _finetunes(row):
     if row["method"] == "uniform":
         return list(row.get("finetune", {}).values())
     return [row["finetune"]] if "finetune" in row else []
+
+
+def _models_by_finetune(rows, models):
+    """{fine-tuning settings: models whose cells used them}."""
+    groups = {}
+    for m in models:
+        for r in rows:
+            if r["model"] == m:
+                for ft in _finetunes(r):
+                    names = groups.setdefault(_finetune_settings(ft), [])
+                    if m not in names:
+                        names.append(m)
+    return groups
 
 
 def _finetune_settings(ft):
