@@ -169,10 +169,11 @@ def _finetune(setup, policy, before, tag):
             FLAGS.progress, seed))
     after = [r["test_accuracy_after"] for r in runs]
     seconds = [r["seconds"] for r in runs]
-    return {**runs[0], "seeds": list(_finetune_seeds()), "test_accuracy_after": float(np.mean(after)),
+    first = {k: v for k, v in runs[0].items() if k != "history"}
+    return {**first, "seeds": list(_finetune_seeds()), "test_accuracy_after": float(np.mean(after)),
             "test_accuracy_after_each": after, "test_accuracy_after_std": float(np.std(after)),
             "seconds": None if None in seconds else sum(seconds),
-            "history": [r["history"] for r in runs]}
+            "seconds_this_run": sum(r["seconds_this_run"] for r in runs)}
 
 
 def _ptq_accuracy(setup, policy):
@@ -210,9 +211,7 @@ def uniform_cell(setup, mm, flash, ram):
     for name in dict.fromkeys(["W4A4"] + ([best["policy"]] if best else [])):
         before = next(r["test_accuracy"] for r in rows if r["policy"] == name)
         _log(f"{setup.name} uniform {name}: QAT fine-tuning ({FLAGS.finetune_epochs} epoch)")
-        ft = _finetune(setup, name.lower(), before, f"uniform_{name}")
-        ft.pop("history", None)
-        finetuned[name] = ft
+        finetuned[name] = _finetune(setup, name.lower(), before, f"uniform_{name}")
     return {"model": setup.name, "method": "uniform", "float_test_accuracy": float_acc,
             "uniform": rows, "best_fitting_uniform": best, "finetune": finetuned,
             "seconds": time.perf_counter() - start}
@@ -247,7 +246,6 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
     test_acc = _ptq_accuracy(setup, policy)
     _log(f"{setup.name} {method}: PTQ test {test_acc:.2f}%; QAT fine-tuning")
     ft = _finetune(setup, policy, test_acc, method)
-    ft.pop("history", None)
     extra = found["extra"]
     keep = {k: extra[k] for k in ("ilp_seconds", "sensitivity_seconds", "sensitivity_anchor",
                                   "candidates", "fast_search_version", "objective",

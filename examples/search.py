@@ -170,7 +170,7 @@ def plot_fast(mm, assignment, sensitivity, flash, ram, path, title):
     axes[0].set_xlabel("bits (blue: weights, orange: activations)")
     axes[0].set_title("chosen bits per tensor")
     losses = sensitivity.losses
-    anchor = getattr(sensitivity, "anchor", 8)
+    anchor = sensitivity.anchor
     others = [b for b in sorted(mm.choices, reverse=True) if b != anchor]
     for k, b in enumerate(others):
         vals = [losses.get(v.key, {}).get(b, np.nan) - sensitivity.reference_loss

@@ -157,17 +157,14 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
         anchor = anchor_width(memory_model, flash, ram, kinds)
     sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, anchor=anchor,
                                progress=progress)
-    best, seen = None, {}
+    candidates, seen = [], {}
     for weight in gain_weights:
         solution = solve(memory_model, sens.costs(weight), flash, ram)
-        key = tuple(sorted(solution.assignment.items()))
-        if key not in seen:
+        solution = seen.setdefault(tuple(sorted(solution.assignment.items())), solution)
+        if solution.proxy_accuracy is None:
             solution.proxy_accuracy = float(evaluator.accuracy(solution.policy))
-            seen[key] = solution
-        chosen = seen[key]
-        chosen.candidates.append({"gain_weight": weight, "proxy_accuracy": chosen.proxy_accuracy,
-                                  "flash": chosen.flash, "ram": chosen.ram})
-        if best is None or chosen.proxy_accuracy > best.proxy_accuracy:
-            best = chosen
-    best.candidates = [c for s in seen.values() for c in s.candidates]
+        candidates.append({"gain_weight": weight, "proxy_accuracy": solution.proxy_accuracy,
+                           "flash": solution.flash, "ram": solution.ram})
+    best = max(seen.values(), key=lambda s: s.proxy_accuracy)
+    best.candidates = candidates
     return best, sens
