@@ -168,7 +168,7 @@ def size_margin(row, size="size"):
 
 def size_misses(rows):
     """Markdown lines on the cells that miss SIZE_RULE: by how much, per operator, and whether
-    they would meet it with no strings at all (names, custom codes)."""
+    the same model exported with ``strip_strings=True`` meets it."""
     share, fixed = SIZE_RULE
     lines = []
     for r in rows:
