@@ -104,8 +104,14 @@ def test_packed_activations_are_declared_at_their_packed_size(small_cnn, images,
             bits = options.get(bits_key, options.get("input_bits", 8) if bits_key == "input2_bits" else 8)
             assert (shape_key in options) == (bits < 8), (code, shape_key)
             if bits < 8:
-                nbytes = packing.packed_size(int(np.prod(options[shape_key])), bits)
-                assert list(tensors[index].shape) == [1, nbytes], (code, shape_key)
+                declared = [int(d) for d in tensors[index].shape]
+                if options[shape_key] == custom_ops.INNERMOST_BYTES:  # innermost dimension in bytes
+                    logical = declared[:-1] + [declared[-1] * 8 // bits]
+                else:  # [1, bytes], the logical shape in the options
+                    logical = options[shape_key]
+                    assert len(declared) == 2 and declared[0] == 1, (code, shape_key)
+                nbytes = packing.packed_size(int(np.prod(logical)), bits)
+                assert int(np.prod(declared)) == nbytes, (code, shape_key)
                 assert tensors[index].type == fb.TensorType.INT8
                 packed[index] = nbytes
     assert len(packed) >= (6 if policy != "mixed" else 4)
@@ -151,9 +157,12 @@ def _logical_layout(model_bytes):
         for key, index in (("output_shape", outputs[0]), ("input_shape", inputs[0]),
                            ("input2_shape", inputs[1] if len(inputs) > 1 else None)):
             if key in options:
+                shape = options.pop(key)
+                if shape == custom_ops.INNERMOST_BYTES:
+                    bits = options.get(key.replace("shape", "bits"), options.get("input_bits", 8))
+                    shape = list(tensors[index].shape[:-1]) + [int(tensors[index].shape[-1]) * 8 // bits]
                 if key == "output_shape" or index in model.subgraphs[0].inputs:
-                    tensors[index].shape = np.asarray(options[key], np.int32)
-                del options[key]
+                    tensors[index].shape = np.asarray(shape, np.int32)
         op.customOptions = np.frombuffer(bytes(flexbuffers.Dumps(options)), np.uint8)
     return flatbuffer.write_model(model)
 

@@ -281,11 +281,13 @@ def test_mixed_policy_operator_table(exports):
     dw_zero_point = int(next(t for t in graph.tensors if t.name == b"dw").quantization.zeroPoint[0])
     assert options["dw"]["act_min"] == max(-2, dw_zero_point)  # ReLU6 folded into the range
     assert options["c1"]["input_bits"] == 4
-    # packed tensors are declared [1, bytes]; the operators carry their logical shapes
+    # the packed model input is declared [1, bytes] and c1 carries its logical shape; packed
+    # tensors inside are declared with their innermost dimension in bytes, and marked so
     assert options["c1"]["input_shape"] == [1, 12, 12, 3] and "output_shape" not in options["c1"]
-    assert options["dw"]["output_shape"] == [1, 12, 12, 16]
+    assert list(next(t for t in graph.tensors if t.name == b"image").shape) == [1, 12 * 12 * 3 * 4 // 8]
+    assert options["dw"]["output_shape"] == options["pw"]["input_shape"] == custom_ops.INNERMOST_BYTES
     dw_out = next(t for t in graph.tensors if t.name == b"dw")
-    assert list(dw_out.shape) == [1, 12 * 12 * 16 * 2 // 8]
+    assert list(dw_out.shape) == [1, 12, 12, 16 * 2 // 8]
     assert options["c1"]["weight_bits"] == options["c1"]["output_bits"] == 8
     assert options["fc"]["output_bits"] == 8 and options["fc"]["weight_bits"] == 2
     assert all(options[k].get("stride_h", 1) == options[k].get("dilation_w", 1) == 1 for k in ("c1", "dw", "pw", "sc"))
@@ -295,6 +297,44 @@ def test_mixed_policy_operator_table(exports):
     assert types["fc/kernel"] == "INT8" and types["add"] == "INT8"
     dw = next(t for t in graph.tensors if t.name == b"dw/kernel")
     assert len(model.buffers[dw.buffer].data) == packing.packed_size(int(np.prod(dw.shape)), 2)
+
+
+def test_innermost_bytes_only_where_the_values_fill_whole_bytes():
+    """A packed tensor is declared with its innermost dimension in bytes only when its channels
+    fill whole bytes and every operator sees one shape; else [1, bytes] with explicit shapes.
+    Both run identically in the NumPy and C++ kernels and agree with the fake-quant layers."""
+    keras.utils.set_random_seed(3)
+    i = keras.Input((8, 8, 3), name="img")
+    x = L.ReLU(name="r1")(L.Conv2D(5, 3, padding="same", name="c1")(i))  # 5 x 4 bits: 2.5 bytes
+    x = L.ReLU(name="r2")(L.Conv2D(8, 1, name="c2")(x))
+    x = L.ReLU(name="r3")(L.Conv2D(8, 1, name="c3")(x))
+    model = keras.Model(i, L.Dense(4, name="fc")(L.Flatten(name="flat")(x)))  # flatten: [1, 512]
+    qmodel = tfq_tiny.quantize_model(model, "w4a4", calibration_data=_data((8, 8, 3), 64, 0))
+    model_bytes = to_tflite(qmodel)
+    graph = flatbuffer.read_model(model_bytes).subgraphs[0]
+    declared = {t.name.decode(): [int(d) for d in t.shape] for t in graph.tensors}
+    options = {}
+    for op in graph.operators:
+        if op.customOptions is not None:
+            options[graph.tensors[op.outputs[0]].name.decode()] = custom_ops.decode_options(bytes(op.customOptions))
+    assert declared["c1"] == [1, 8 * 8 * 5 // 2] and options["c2"]["input_shape"] == [1, 8, 8, 5]
+    assert declared["c2"] == [1, 8, 8, 4]
+    assert options["c2"]["output_shape"] == options["c3"]["input_shape"] == custom_ops.INNERMOST_BYTES
+    assert declared["c3"] == [1, 8 * 8 * 8 // 2] and options["fc"]["input_shape"] == [1, 512]
+    x = _data((8, 8, 3), 16, 1)
+    assert min(row["exact"] for row in layer_agreement(qmodel, model_bytes, x).values()) == 1.0
+    numpy_shim = Interpreter(model_content=model_bytes)
+    native_shim = Interpreter(model_content=model_bytes, kernels="native")
+    for row in quantize_input(model_bytes, x[:4]):
+        numpy_shim.run(row[None])
+        native_shim.run(row[None])
+        for t in numpy_shim.tensors:
+            assert np.array_equal(numpy_shim.get_tensor(t["index"]), native_shim.get_tensor(t["index"])), t["name"]
+    model = flatbuffer.read_model(model_bytes)
+    c2 = next(op for op in model.subgraphs[0].operators if model.subgraphs[0].tensors[op.outputs[0]].name == b"c2")
+    c2.customOptions = np.frombuffer(custom_ops.encode_options(dict(options["c2"], output_bits=8)), np.uint8)
+    with pytest.raises(ModelFileError, match="innermost dimension in bytes.*below 8 bits"):
+        Interpreter(model_content=flatbuffer.write_model(model))
 
 
 def test_int2_typed_filters_give_the_same_outputs(exports):

@@ -220,9 +220,12 @@ def test_w4a4_custom_options_and_packed_tensors_mutated(w4a4_bytes):
         elif choice == 5:
             options = custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
             key = str(rng.choice(["input_shape", "input2_shape", "output_shape"]))
-            shape = list(options.get(key, [1, 6, 6, 2]))
-            how = rng.integers(4)
-            if how == 0:
+            given = options.get(key)
+            shape = [1, 6, 6, 2] if given is None or given == custom_ops.INNERMOST_BYTES else list(given)
+            how = rng.integers(5)
+            if how == 4:  # the innermost-bytes mark on any tensor, packed or not
+                shape = custom_ops.INNERMOST_BYTES
+            elif how == 0:
                 shape[rng.integers(len(shape))] = int(rng.choice([0, -1, 2, 7, 1 << 20]))
             elif how == 1:
                 shape = shape[::-1]

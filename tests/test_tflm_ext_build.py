@@ -93,6 +93,9 @@ def _shim_fields(buffer):
               for key in custom_ops.OPTION_FIELDS]
     values += [int("act_min" in raw), int("act_max" in raw)]
     for key in custom_ops.SHAPE_KEYS:
+        if raw.get(key) == custom_ops.INNERMOST_BYTES:
+            values += [custom_ops.INNERMOST_BYTES, 0, 0, 0, 0]
+            continue
         dims = list(raw.get(key, ()))
         values += [len(dims)] + dims + [0] * (4 - len(dims))
     return "ok " + " ".join(str(v) for v in values), ""
@@ -110,13 +113,15 @@ def _random_options(rng):
         if rng.random() < 0.7:
             options[key] = int(rng.integers(-9, 9))
     for key in custom_ops.SHAPE_KEYS:
-        if rng.random() < 0.6:
+        if rng.random() < 0.15:
+            options[key] = custom_ops.INNERMOST_BYTES
+        elif rng.random() < 0.6:
             options[key] = [int(d) for d in rng.integers(1, 40, rng.integers(1, 5))]
     return options
 
 
 def test_glue_options_parser_agrees_with_the_shim():
-    """The glue's ParseOptions (tflm/tfq_options.h), built under ASan + UBSan, on layout-3 int
+    """The glue's ParseOptions (tflm/tfq_options.h), built under ASan + UBSan, on layout-3/4 int
     vectors and layout-2 maps of random options, on random short int vectors, and on byte-mutated
     and truncated copies: no
     sanitizer finding; on the written buffers it answers exactly as the shim's reader, and every

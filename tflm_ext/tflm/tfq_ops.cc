@@ -4,9 +4,11 @@
 //   Init:    parse the flexbuffer custom options (an int vector, or the map
 //            of layout-2 exports) into a persistent OpData.
 //   Prepare: resolve each activation's logical dims (the options'
-//            input_shape / input2_shape / output_shape when given: the
-//            converter declares a packed activation at its byte size, so its
-//            own dims are [1, bytes]; else the tensor's dims), check tensor
+//            input_shape / input2_shape / output_shape when given, where the
+//            converter declared a packed activation at its byte size
+//            [1, bytes]; the tensor's dims with the innermost one counting
+//            bytes when the options mark it so; else the tensor's dims),
+//            check tensor
 //            types/sizes/quantization, derive the fixed-point parameters
 //            exactly as TFLM's builtin int8 kernels do (per-channel
 //            QuantizeMultiplier of input_scale * filter_scale / output_scale;
@@ -117,6 +119,23 @@ bool ResolveDims(const Dims& given, const TfLiteIntArray* dims, Dims* out) {
     if (dims->data[i] < 1) return false;
     out->d[i] = dims->data[i];
   }
+  return true;
+}
+
+// The logical dims of activation `t` stored at `bits` bits: as ResolveDims,
+// except that a shape given as kInnermostBytes (layout 4) means the tensor's
+// own dims with the innermost one counting bytes: an INT8/UINT8 tensor below
+// 8 bits declared [1, 24, 24, 8] holds 4-bit values of dims [1, 24, 24, 16].
+bool ResolveActivation(const Dims& given, const TfLiteTensor* t, int32_t bits, Dims* out) {
+  if (given.rank != kInnermostBytes) return ResolveDims(given, t->dims, out);
+  if (!tfq::IsSupportedBits(bits) || bits >= 8 ||
+      (t->type != kTfLiteInt8 && t->type != kTfLiteUInt8) ||
+      !ResolveDims(Dims{}, t->dims, out)) {
+    return false;
+  }
+  const int64_t last = static_cast<int64_t>(out->d[out->rank - 1]) * (8 / bits);
+  if (last > INT32_MAX) return false;
+  out->d[out->rank - 1] = static_cast<int32_t>(last);
   return true;
 }
 
@@ -330,8 +349,8 @@ TfLiteStatus PrepareConv(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* output = temps.Output(node, 0);
   TFQ_ENSURE(op, input != nullptr && filter != nullptr && output != nullptr,
              "missing tensor");
-  TFQ_ENSURE(op, ResolveDims(opt.input_shape, input->dims, &data->in) &&
-                     ResolveDims(opt.output_shape, output->dims, &data->out) &&
+  TFQ_ENSURE(op, ResolveActivation(opt.input_shape, input, opt.input_bits, &data->in) &&
+                     ResolveActivation(opt.output_shape, output, opt.output_bits, &data->out) &&
                      data->in.rank == 4 && filter->dims->size == 4 && data->out.rank == 4,
              "input, filter and output must be 4-D");
   const int32_t channels = kDepthwise ? filter->dims->data[3] : filter->dims->data[0];
@@ -404,8 +423,8 @@ TfLiteStatus PrepareFullyConnected(TfLiteContext* context, TfLiteNode* node) {
   TFQ_ENSURE(op, input != nullptr && filter != nullptr && output != nullptr,
              "missing tensor");
   TFQ_ENSURE(op, filter->dims->size == 2, "filter must be [out, in]");
-  TFQ_ENSURE(op, ResolveDims(data->opt.input_shape, input->dims, &data->in) &&
-                     ResolveDims(data->opt.output_shape, output->dims, &data->out),
+  TFQ_ENSURE(op, ResolveActivation(data->opt.input_shape, input, data->opt.input_bits, &data->in) &&
+                     ResolveActivation(data->opt.output_shape, output, data->opt.output_bits, &data->out),
              "input and output need 1 to 4 positive dims");
   const int32_t channels = filter->dims->data[0];
   const int32_t depth = filter->dims->data[1];
@@ -470,9 +489,9 @@ TfLiteStatus PrepareAdd(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* in2 = temps.Input(node, 1);
   const TfLiteTensor* output = temps.Output(node, 0);
   TFQ_ENSURE(op, in1 != nullptr && in2 != nullptr && output != nullptr, "missing tensor");
-  TFQ_ENSURE(op, ResolveDims(opt.input_shape, in1->dims, &data->in) &&
-                     ResolveDims(opt.input2_shape, in2->dims, &data->in2) &&
-                     ResolveDims(opt.output_shape, output->dims, &data->out),
+  TFQ_ENSURE(op, ResolveActivation(opt.input_shape, in1, opt.input_bits, &data->in) &&
+                     ResolveActivation(opt.input2_shape, in2, opt.input2_bits, &data->in2) &&
+                     ResolveActivation(opt.output_shape, output, opt.output_bits, &data->out),
              "inputs and output need 1 to 4 positive dims");
   TFQ_ENSURE(op, StorageOk(in1, opt.input_bits, data->in) &&
                      StorageOk(in2, opt.input2_bits, data->in2) &&
@@ -543,8 +562,8 @@ TfLiteStatus PreparePool(TfLiteContext* context, TfLiteNode* node) {
   const TfLiteTensor* input = temps.Input(node, 0);
   const TfLiteTensor* output = temps.Output(node, 0);
   TFQ_ENSURE(op, input != nullptr && output != nullptr, "missing tensor");
-  TFQ_ENSURE(op, ResolveDims(opt.input_shape, input->dims, &data->in) &&
-                     ResolveDims(opt.output_shape, output->dims, &data->out) &&
+  TFQ_ENSURE(op, ResolveActivation(opt.input_shape, input, opt.input_bits, &data->in) &&
+                     ResolveActivation(opt.output_shape, output, opt.output_bits, &data->out) &&
                      data->in.rank == 4 && data->out.rank == 4,
              "input and output must be 4-D");
   TFQ_ENSURE(op, StorageOk(input, opt.input_bits, data->in) &&

@@ -19,7 +19,12 @@ namespace tfq_tflm {
 
 enum Padding : int32_t { kPaddingMissing = 0, kPaddingSame = 1, kPaddingValid = 2 };
 
-// Dims of an activation as the kernel sees it; rank 0 = not given.
+// A shape slot of -1 (layout 4): the tensor is declared at its logical dims
+// except the innermost one, which counts the bytes of its packed values.
+constexpr int32_t kInnermostBytes = -1;
+
+// Dims of an activation as the kernel sees it; rank 0 = not given,
+// kInnermostBytes = derived from the tensor's dims.
 struct Dims {
   int32_t rank = 0;
   int32_t d[tfq::kMaxRank] = {0, 0, 0, 0};
@@ -75,6 +80,10 @@ inline void ReadShape(const flexbuffers::Map& map, const char* key, Dims* out, O
   const flexbuffers::Reference ref = map[key];
   if (ref.IsNull()) return;
   bool ok = false;
+  if (ref.IsIntOrUint() && ref.AsInt64() == kInnermostBytes) {
+    out->rank = kInnermostBytes;
+    return;
+  }
   if (ref.IsTypedVector()) {
     const flexbuffers::TypedVector vector = ref.AsTypedVector();
     ok = ReadDims(vector, 0, vector.size(), out);
@@ -88,9 +97,10 @@ inline void ReadShape(const flexbuffers::Map& map, const char* key, Dims* out, O
   }
 }
 
-// Layout 3: integers in the README's field order, then input_shape,
-// input2_shape and output_shape as rank (0: not given) + dims; fields past
-// the end of the vector keep their defaults.
+// Layouts 3 and 4: integers in the README's field order, then input_shape,
+// input2_shape and output_shape, each as rank (0: not given) + dims or as
+// kInnermostBytes alone; fields past the end of the vector keep their
+// defaults.
 template <typename Vector>
 void ParseFields(const Vector& vector, Options* opt) {
   int32_t* const fields[] = {
@@ -123,6 +133,11 @@ void ParseFields(const Vector& vector, Options* opt) {
   for (Dims* shape : shapes) {
     if (at >= size) return;
     const flexbuffers::Reference rank = vector[at];
+    if (rank.IsIntOrUint() && rank.AsInt64() == kInnermostBytes) {
+      shape->rank = kInnermostBytes;
+      at += 1;
+      continue;
+    }
     if (!rank.IsIntOrUint() || rank.AsInt64() < 0 ||
         rank.AsInt64() > tfq::kMaxRank) {
       opt->bad_options = true;

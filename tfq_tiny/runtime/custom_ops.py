@@ -5,9 +5,10 @@ of integers (``OPTION_FIELDS``: bit widths, ``act_min``/``act_max``, padding, st
 logical shapes; older exports: a map with the same names), quantization from the tensors' affine
 parameters. Bit widths come from the options, not from the tensor type: an
 ``INT8`` tensor whose width is 4 or 2 holds packed bytes at its front. The converter declares
-such a tensor at its packed size (``[1, bytes]``) and gives its logical shape in the options
+such a tensor at its packed size: with its innermost dimension in bytes, marked
+``INNERMOST_BYTES`` in the options, or as ``[1, bytes]`` with its logical shape in the options
 (``input_shape``, ``input2_shape``, ``output_shape``); without those keys the logical shape is
-the tensor's own (older exports: a one-byte-per-element tensor, packed bytes first, zeros after).
+the tensor's own (layout-1 exports: a one-byte-per-element tensor, packed bytes first, zeros after).
 The shim keeps a packed tensor as those raw bytes (int8 array of the declared shape);
 ``INT4``/``INT2`` tensors are held unpacked by the interpreter and used as they are.
 
@@ -39,13 +40,18 @@ CUSTOM_CODES = (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2
 OPTION_FIELDS = ("input_bits", "weight_bits", "output_bits", "act_min", "act_max", "padding",
                  "stride_h", "stride_w", "filter_h", "filter_w", "dilation_h", "dilation_w",
                  "depth_multiplier", "input2_bits")
-"""Custom options of layout 3: a flexbuffer vector of integers holding these fields in this order
-(``padding`` as ``PADDING_CODES``), then ``input_shape``, ``input2_shape`` and ``output_shape``,
-each as its rank (0: not given) followed by its dims. A vector may end early; the fields it lacks
-take their defaults. Layout 2 wrote a flexbuffer map with these names as keys; both are read."""
+"""Custom options of layouts 3 and 4: a flexbuffer vector of integers holding these fields in this
+order (``padding`` as ``PADDING_CODES``), then ``input_shape``, ``input2_shape`` and
+``output_shape``, each as its rank (0: not given) followed by its dims, or as ``INNERMOST_BYTES``
+alone (layout 4). A vector may end early; the fields it lacks take their defaults. Layout 2 wrote
+a flexbuffer map with these names as keys; both are read."""
 PADDING_CODES = {"SAME": 1, "VALID": 2}
 INT_KEYS = tuple(key for key in OPTION_FIELDS if key != "padding")
 SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
+INNERMOST_BYTES = -1
+"""A shape slot holding -1 instead of a rank (layout 4): the tensor is INT8 (or UINT8) declared at its
+logical shape except the innermost dimension, which counts the bytes its packed values occupy
+(``[1, 24, 24, 8]`` holds 4-bit ``[1, 24, 24, 16]``). Older readers reject the -1 cleanly."""
 _DEFAULTS = {"input_bits": 8, "weight_bits": 8, "output_bits": 8, "stride_h": 1, "stride_w": 1,
              "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1, "filter_h": 0, "filter_w": 0}
 MAX_RANK = 4  # tflm_ext/core: tfq::kMaxRank
@@ -58,9 +64,9 @@ BACKENDS = ("numpy", "native")
 def pack_storage(values, bits, shape=None):
     """``values`` stored at ``bits`` bits in an int8 tensor of ``shape``: packed bytes, then zeros.
 
-    ``shape`` is the declared shape of the tensor: its packed size (``[1, bytes]``, what the
-    converter declares) or, by default, ``values.shape`` (the one-byte-per-element memory image
-    of older exports). ``bits=8`` with the default shape returns plain int8.
+    ``shape`` is the declared shape of the tensor: its packed size (what the converter declares:
+    ``[1, bytes]`` or the logical shape with the innermost dimension in bytes) or, by default,
+    ``values.shape`` (the one-byte-per-element memory image of layout-1 exports). ``bits=8`` with the default shape returns plain int8.
     """
     values = np.asarray(values)
     shape = values.shape if shape is None else tuple(shape)
@@ -112,6 +118,9 @@ def encode_options(options):
     fields = [code(key, value(key)) for key in OPTION_FIELDS]
     shapes = []
     for key in SHAPE_KEYS:
+        if options.get(key) == INNERMOST_BYTES:
+            shapes.append(INNERMOST_BYTES)
+            continue
         dims = [int(d) for d in options.get(key) or ()]
         shapes += [len(dims)] + dims
     while shapes and shapes[-1] == 0:
@@ -146,9 +155,14 @@ def decode_options(buffer):
         if at >= len(values):
             break
         rank = values[at]
+        if rank == INNERMOST_BYTES:
+            options[key] = INNERMOST_BYTES
+            at += 1
+            continue
         if type(rank) is not int or not 0 <= rank <= MAX_RANK or at + 1 + rank > len(values):
-            raise OptionsError(f"option {key!r}: element {at} must be a rank from 0 to {MAX_RANK} followed by "
-                               f"that many dims, got {rank!r} with {len(values) - at - 1} elements after it.")
+            raise OptionsError(f"option {key!r}: element {at} must be a rank from 0 to {MAX_RANK} (or "
+                               f"{INNERMOST_BYTES}: innermost dimension in bytes) followed by that many dims, "
+                               f"got {rank!r} with {len(values) - at - 1} elements after it.")
         if rank:
             options[key] = values[at + 1:at + 1 + rank]
         at += 1 + rank
@@ -174,7 +188,9 @@ def read_options(node):
             node.check(type(value) is int, f"option {key!r} must be an integer, got {value!r}.")
             parsed[key] = _wrap_int32(value)
     for key in SHAPE_KEYS:
-        if options.get(key) is not None:
+        if options.get(key) == INNERMOST_BYTES:
+            parsed[key] = INNERMOST_BYTES
+        elif options.get(key) is not None:
             dims = options[key]
             node.check(isinstance(dims, list) and 1 <= len(dims) <= MAX_RANK
                        and all(type(d) is int and d >= 1 for d in dims)
@@ -235,6 +251,14 @@ def _packed(node, t, bits, what):
     return True
 
 
+def innermost_bytes_shape(node, t, bits, what):
+    """The logical shape of ``t`` declared with its innermost dimension in bytes (``INNERMOST_BYTES``)."""
+    node.check(bits < 8 and t.type in ("INT8", "UINT8") and len(t.shape) >= 1,
+               f"{what} (tensor {t.index}, {t.type} {list(t.shape)}) is marked as declared with its innermost "
+               f"dimension in bytes; that needs an INT8/UINT8 tensor stored below 8 bits (here {bits}).")
+    return tuple(t.shape[:-1]) + (t.shape[-1] * 8 // bits,)
+
+
 class _Port:
     """An activation tensor as its kernel sees it: the logical ``shape`` and ``size`` (from the
     option ``shape_key`` when present, else the tensor's), and ``read``/``write`` between the
@@ -243,7 +267,10 @@ class _Port:
     def __init__(self, node, opt, t, bits_key, shape_key, what):
         bits = opt.get(bits_key)
         packed = _packed(node, t, bits, what)
-        self.shape = tuple(opt.raw.get(shape_key, t.shape))
+        given = opt.raw.get(shape_key)
+        if given == INNERMOST_BYTES:
+            given = innermost_bytes_shape(node, t, bits, what)
+        self.shape = tuple(t.shape if given is None else given)
         self.size = int(np.prod(self.shape, dtype=np.int64))
         if packed:
             need = packing.packed_size(self.size, bits)
