@@ -81,14 +81,20 @@ def ideal_bytes(qmodel):
 
 
 def export(model, policy_name, calib):
-    """(quantized model, flatbuffer) of one cell; W4A8 writes its 4-bit Dense as a 1x1 CONV_2D."""
+    """(quantized model, flatbuffer) of one cell."""
     import tfq_tiny
-    from tfq_tiny.export import converter
 
     policy = {"int8": "w8a8", "mixed": mixed_policy(model)}.get(policy_name, policy_name)
     qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
+    return qmodel, to_tflite(qmodel, policy_name)
+
+
+def to_tflite(qmodel, policy_name, **options):
+    """The cell's flatbuffer; W4A8 writes its 4-bit Dense as a 1x1 CONV_2D (TFLM builtins only)."""
+    from tfq_tiny.export import converter
+
     dense_int4 = "conv_1x1" if policy_name == "w4a8" else "custom"
-    return qmodel, converter.to_tflite(qmodel, dense_int4=dense_int4)
+    return converter.to_tflite(qmodel, dense_int4=dense_int4, **options)
 
 
 def size_row(name, policy_name, qmodel, model_bytes):
@@ -106,7 +112,7 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
 
     from tfq_tiny.export import converter
     from tfq_tiny.runtime.interpreter import Interpreter
-    from tfq_tiny.runtime.tflm import run_tflm
+    from tfq_tiny.runtime.tflm import run_litert, run_tflm
 
     qmodel, model_bytes = export(model, policy_name, calib)
     meta = converter.read_metadata(model_bytes)
@@ -118,12 +124,14 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     row = dict(size_row(name, policy_name, qmodel, model_bytes), ops=f"{len(ops) - custom} / {custom}",
                float_acc=float_acc)
     if custom:
-        row["tflm"] = "n/a (TFQ ops)"
+        row["tflm"] = row["litert"] = "n/a (TFQ ops)"
         native = Interpreter(model_content=model_bytes, kernels="native").run(xs)[0]
         row["native"] = f"{int(np.sum(native == ours))}/{ours.size}"
     else:
         tflm = run_tflm(model_bytes, xs)
         row["tflm"] = f"{int(np.sum(tflm == ours))}/{ours.size}"
+        litert = run_litert(to_tflite(qmodel, policy_name, litert_compatible=True), xs)
+        row["litert"] = f"{int(np.sum(litert == ours))}/{ours.size}"
         row["native"] = "n/a (builtins only)"
     fake = qmodel.predict(x_test, batch_size=256, verbose=0)
     step = np.float32(meta["outputs"][0]["scale"])
@@ -139,25 +147,6 @@ def check(name, model, policy_name, calib, x_test, y_test, float_acc):
     row["fake_acc"] = 100.0 * float(np.mean(fake.argmax(-1) == y_test))
     row["int_acc"] = 100.0 * float(np.mean(ours.argmax(-1) == y_test))
     return row
-
-
-def backfill_stripped(name, path, keys, done, rows_path):
-    """Add ``size_stripped`` to checked rows recorded before it was measured: export each cell
-    again (seeded, so the same bytes; the recorded size is checked) and rewrite the rows file."""
-    from tfq_tiny.export import strip_strings
-    from tfq_tiny.io import atomic_write
-
-    model, _, calib = load(name, path)
-    for policy_name, row_key in zip(FLAGS.policies, keys):
-        row = done[row_key]
-        if "size_stripped" in row:
-            continue
-        _, model_bytes = export(model, policy_name, calib)
-        if len(model_bytes) != row["size"]:
-            raise RuntimeError(f"{name} {policy_name}: the export now has {len(model_bytes)} B, the "
-                               f"recorded row {row['size']} B; re-check the row instead.")
-        row["size_stripped"] = len(strip_strings(model_bytes))
-    atomic_write(rows_path, "".join(json.dumps(r) + "\n" for r in done.values()))
 
 
 def size_margin(row, size="size"):
@@ -238,19 +227,21 @@ def markdown(rows, skipped, command):
         f"CONV_2D, so TFLM runs it with builtins only); W4A4; {MIXED_DESCRIPTION}. Model outputs "
         "(logits) are 8-bit in every policy (BitPolicy.output_bits).",
         "",
-        "| model | policy | ops builtin / TFQ | TFLM = shim (elements) | shim NumPy = C++ (elements) "
-        "| output exact / within 1 step (%) | per-layer exact, min (%) | float acc (%) "
-        "| fake-quant acc (%) | integer acc (%) | Δ acc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | policy | ops builtin / TFQ | TFLM = shim (elements) | LiteRT = shim (elements) "
+        "| shim NumPy = C++ (elements) | output exact / within 1 step (%) | per-layer exact, min (%) "
+        "| float acc (%) | fake-quant acc (%) | integer acc (%) | Δ acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['policy']} | {r['ops']} | {r['tflm']} | {r['native']} "
+            f"| {r['model']} | {r['policy']} | {r['ops']} | {r['tflm']} | {r.get('litert', 'not run')} | {r['native']} "
             f"| {r['exact']:.2f} / {r['within']:.2f} | {r['layers']} | {r['float_acc']:.2f} | {r['fake_acc']:.2f} "
             f"| {r['int_acc']:.2f} | {r['int_acc'] - r['fake_acc']:+.2f} |")
     lines += [
         "",
-        "Columns: *TFLM = shim* and *NumPy = C++* count identical output elements; *output exact / "
+        "Columns: *TFLM = shim*, *LiteRT = shim* and *NumPy = C++* count identical output elements "
+        "(LiteRT: `tf.lite.Interpreter` on its reference kernels, the same model exported with "
+        "`litert_compatible=True`, per-channel zero points, as it requires); *output exact / "
         "within 1 step* compares the integer model's dequantized logits with the fake-quant model's "
         "end to end (exact: the same integer); *per-layer exact* feeds every fake-quant layer the "
         "integer model's own inputs and counts identical outputs (the worst layer); *Δ acc* = "
@@ -323,8 +314,6 @@ def main(argv):
             rows += [size_row(name, p, *export(model, p, calib)) for p in FLAGS.policies]
             continue
         if all(k in done for k in keys):
-            if any("size_stripped" not in done[k] for k in keys):
-                backfill_stripped(name, path, keys, done, rows_path)
             rows += [done[k] for k in keys]
             print(f"{name}: all {len(keys)} policies already checked in {rows_path}.")
             continue

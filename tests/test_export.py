@@ -21,7 +21,7 @@ from flatbuffers import flexbuffers
 
 import tfq_tiny
 from tfq_tiny import BitPolicy, models
-from tfq_tiny._compat import keras, tf
+from tfq_tiny._compat import keras
 from tfq_tiny.analysis import op_graph
 from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError
 from tfq_tiny.export import flatbuffer, packing, size_report
@@ -30,8 +30,8 @@ from tfq_tiny.export.converter import (ExportError, dequantize_output, layer_agr
                                        to_tflite)
 from tfq_tiny.runtime import custom_ops
 from tfq_tiny.runtime.interpreter import Interpreter
+from tfq_tiny.runtime.tflm import run_litert, run_tflm
 
-tflite_micro = pytest.importorskip("tflite_micro")
 L = keras.layers
 fb = flatbuffer.schema_fb
 
@@ -100,29 +100,6 @@ def exports():
             cache[key] = (qmodel, to_tflite(qmodel, **options), _data(shape, 1000, 1))
         return cache[key]
     return get
-
-
-def run_tflm(model_bytes, xs):
-    micro = tflite_micro.runtime.Interpreter.from_bytes(model_bytes)
-    outs = []
-    for x in xs:
-        micro.set_input(x[None], 0)
-        micro.invoke()
-        outs.append(micro.get_output(0).copy())
-    return np.concatenate(outs)
-
-
-def run_litert(model_bytes, xs):
-    lite = tf.lite.Interpreter(model_content=model_bytes,
-                               experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
-    lite.allocate_tensors()
-    inp, out = lite.get_input_details()[0]["index"], lite.get_output_details()[0]["index"]
-    outs = []
-    for x in xs:
-        lite.set_tensor(inp, x[None])
-        lite.invoke()
-        outs.append(lite.get_tensor(out))
-    return np.concatenate(outs)
 
 
 def op_names(model_bytes):
@@ -350,7 +327,7 @@ def test_sub_8bit_input_is_stored_packed(exports):
     _, model_bytes, x = exports("image", "w4a4")
     meta = read_metadata(model_bytes)
     grid = meta["inputs"][0]
-    assert meta["layout_version"] == 3
+    assert meta["layout_version"] == 4
     assert grid["bits"] == 4 and grid["storage_bits"] == 4 and grid["shape"] == [1, 12, 12, 3]
     rows = quantize_input(meta, x[:3])
     assert rows.shape == (3, 216) and rows.dtype == np.int8  # 432 int4 values per sample
@@ -626,10 +603,10 @@ def test_bad_custom_options_fail_at_load(exports, options, match):
 
 
 def test_custom_options_are_an_int_vector_and_layout_2_maps_still_run(exports):
-    """Layout 3 writes each TFQ operator's options as a flexbuffer int vector; the same options as
+    """Layouts 3 and 4 write each TFQ operator's options as a flexbuffer int vector; the same options as
     a layout-2 map (older exports) give the same outputs on both kernel sets."""
     _, model_bytes, x = exports("image", "mixed")
-    assert read_metadata(model_bytes)["layout_version"] == 3
+    assert read_metadata(model_bytes)["layout_version"] == 4
     model = flatbuffer.read_model(model_bytes)
     custom = [op for op in model.subgraphs[0].operators if op.customOptions is not None]
     assert len(custom) >= 5
