@@ -32,14 +32,16 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 # Settings that enter a cell's key only when they differ from these defaults, so the keys of
 # runs recorded before they were part of the key stay valid.
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
-              "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False}
+              "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False,
+              "bias_tuning_guard": False}
 # Settings added after runs were recorded: a record without them ran what their default does.
-BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges")}
+BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
+                                                  "bias_tuning_guard")}
 # The study's (Feng et al. 2022) W4A4 opt_round results we have offline (quoted in issue 4);
 # the rest of its Table 2 was not available here. (model, bits, optimize) -> (float, quantized).
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
 RECIPE_FIELDS = ("preset", "iterations", "preprocess", "init", "bias_tuning", "drop_prob",
-                 "learn_activation_ranges", "checkpoint")
+                 "learn_activation_ranges", "bias_tuning_guard", "checkpoint")
 
 
 def define_flags():
@@ -58,6 +60,8 @@ def define_flags():
     flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 (weights and activations).")
     flags.DEFINE_float("drop_prob", 0.0, "QDrop probability of a float input element.")
     flags.DEFINE_bool("learn_activation_ranges", False, "LSQ on activation ranges as well.")
+    flags.DEFINE_bool("bias_tuning_guard", False, "Revert bias tuning that lowers the top-1 "
+                      "agreement with the float model on the calibration data.")
     flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_string("data_dir", None, "Data directory.")
@@ -68,7 +72,7 @@ def define_flags():
 def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
               calibration_samples=1024, test_samples=0, data_dir=None, drop_prob=0.0,
-              learn_activation_ranges=False):
+              learn_activation_ranges=False, bias_tuning_guard=False):
     """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
 
     ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
@@ -81,7 +85,8 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
                 preprocess=preprocess, init=init, iterations=iterations,
                 calibration_samples=calibration_samples, test_samples=test_samples,
                 data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)),
-                drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges))
+                drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges),
+                bias_tuning_guard=bool(bias_tuning_guard))
 
 
 def cell_key(cell):
@@ -154,7 +159,8 @@ def run_cell(cell):
                      bias_tuning=cell["bias_tuning"], preprocess=cell["preprocess"],
                      weight_init=cell["init"], activation_init=cell["init"], seed=cell["seed"],
                      drop_prob=cell["drop_prob"],
-                     learn_activation_ranges=cell["learn_activation_ranges"])
+                     learn_activation_ranges=cell["learn_activation_ranges"],
+                     bias_tuning_guard=cell.get("bias_tuning_guard", False))
     if cell["iterations"] is not None:
         overrides["iterations"] = cell["iterations"]
     config = PTQConfig.preset(cell["preset"], **overrides)
@@ -312,7 +318,7 @@ def main(argv):
     cells = [make_cell(m, b, o, g, int(s), FLAGS.preset, FLAGS.bias_tuning, FLAGS.preprocess,
                        FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
                        FLAGS.test_samples, FLAGS.data_dir, FLAGS.drop_prob,
-                       FLAGS.learn_activation_ranges)
+                       FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard)
              for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
              for g in FLAGS.granularity for s in FLAGS.seeds
              if not (o == "bits" and g == "block")]

@@ -27,6 +27,8 @@ flags.DEFINE_enum("optimize", "round", ["none", "qparam", "weights", "bits", "ro
                   "Step 3 optimisation variable.")
 flags.DEFINE_enum("granularity", "layer", ["layer", "block"], "Step 3 granularity.")
 flags.DEFINE_bool("bias_tuning", True, "Step 4 bias tuning.")
+flags.DEFINE_bool("bias_tuning_guard", False, "Keep tuned biases only if the top-1 agreement with "
+                  "the float model on the calibration data does not fall.")
 flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 range init (weights and activations).")
 flags.DEFINE_enum("weight_init", None, ["minmax", "mse"], "Weight init (overrides --init).")
 flags.DEFINE_enum("activation_init", None, ["minmax", "mse"], "Activation init (overrides --init).")
@@ -72,7 +74,8 @@ def main(argv):
                      activation_init=FLAGS.activation_init or FLAGS.init,
                      optimize=FLAGS.optimize, granularity=FLAGS.granularity,
                      bias_tuning=FLAGS.bias_tuning, seed=FLAGS.seed, drop_prob=FLAGS.drop_prob,
-                     learn_activation_ranges=FLAGS.learn_activation_ranges)
+                     learn_activation_ranges=FLAGS.learn_activation_ranges,
+                     bias_tuning_guard=FLAGS.bias_tuning_guard)
     if FLAGS.iterations is not None:
         overrides["iterations"] = FLAGS.iterations
     config = PTQConfig.preset(FLAGS.preset, **overrides)

@@ -139,6 +139,33 @@ def test_bias_tuning_lowers_output_mse(trained):
     assert record["unit"] == "bias_tuning" and record["mse_optimised"] < record["mse_before"]
 
 
+def test_top1_agreement_counts_equal_decisions():
+    target = np.array([[0.0, 1.0], [2.0, 1.0], [0.0, 3.0]], np.float32)
+    identity = lambda x, training: x  # noqa: E731
+    assert reconstruction.top1_agreement(identity, target, target) == 1.0
+    swapped = lambda x, training: x[:, ::-1]  # noqa: E731
+    assert reconstruction.top1_agreement(swapped, target, target) == 0.0
+    assert reconstruction.top1_agreement(swapped, target[:, :1], target[:, :1]) is None
+
+
+@pytest.mark.parametrize("agreements,reverted", [((0.9, 0.8), True), ((0.8, 0.8), False)])
+def test_bias_tuning_guard_reverts_when_fewer_decisions_agree(trained, monkeypatch, agreements, reverted):
+    from tfq_tiny.ptq import pipeline as pipeline_module
+
+    model, data = trained
+    config = dict(optimize="none", bias_tuning_iterations=100, revert_if_worse=False, seed=2)
+    untuned = PTQPipeline(PTQConfig(bias_tuning=False, **config), progress=False).run(model, data, "w4a4")
+    values = iter(agreements)
+    monkeypatch.setattr(pipeline_module, "top1_agreement", lambda *args: next(values))
+    pipeline = PTQPipeline(PTQConfig(bias_tuning_guard=True, **config), progress=False)
+    tuned = pipeline.run(model, data, "w4a4")
+    record = pipeline.history[-1]
+    assert record["reverted"] is reverted
+    assert (record["agreement_before"], record["agreement_after"]) == agreements
+    biases = [[v.numpy() for v in m.weights if "bias" in v.name] for m in (untuned, tuned)]
+    assert all(np.array_equal(a, b) for a, b in zip(*biases)) is reverted
+
+
 def test_block_units_follow_structure(small_cnn, images):
     qmodel = build_quantized_model(fold_batch_norm(small_cnn), "w4a4")
     _, blocks = find_units(qmodel, "block")

@@ -21,6 +21,10 @@ class PTQConfig:
     whatever the optimiser learns, as BRECQ and QDrop do for W4A4; ``drop_prob`` is QDrop's
     probability of feeding a unit the float value of an input element instead of the
     quantized one during reconstruction (0 = plain AdaRound/BRECQ inputs).
+    ``bias_tuning_guard`` keeps the tuned biases only if the quantized model then agrees with the
+    float model's top-1 decision on at least as many calibration samples as before: bias tuning
+    minimises the output MSE, which can fall while decisions flip (HAR W4A4, 4096 calibration
+    samples, seed 0: MSE down, agreement 98.7 -> 96.2 %, test accuracy 93.83 -> 92.22 %).
     """
 
     preprocess: str = "cle"
@@ -35,6 +39,7 @@ class PTQConfig:
     bias_tuning_iterations: int = 2000
     bias_tuning_learning_rate: float = 1e-4
     bias_tuning_batch_size: int = 128
+    bias_tuning_guard: bool = False
     adaround_reg_weight: float = 0.01
     adaround_beta: tuple = (20.0, 2.0)
     adaround_warmup: float = 0.2

@@ -21,7 +21,8 @@ from tfq_tiny.ptq.config import PTQConfig
 from tfq_tiny.ptq.lsq import qparam_groups
 from tfq_tiny.ptq.optimiser import OPTIMISERS, activation_slots, unit_state
 from tfq_tiny.ptq.reconstruction import (ReconstructionModel, StepCounter, fit,
-                                         reconstruction_mse, tensor_values, unit_forward)
+                                         reconstruction_mse, tensor_values, top1_agreement,
+                                         unit_forward)
 from tfq_tiny.ptq.units import find_units, float_name
 from tfq_tiny.quantization.calibration import as_batches, calibrate, snap_biases, tie_activation_ranges
 from tfq_tiny.quantization.policy import BitPolicy
@@ -136,12 +137,16 @@ class PTQPipeline:
                 target = float_model.predict(calib, batch_size=256, verbose=0)
                 forward = lambda x, training: qmodel(x, training=training)  # noqa: E731
                 before = reconstruction_mse(forward, calib, target)
+                agreement = [top1_agreement(forward, calib, target)]
                 saved = _snapshot(model_biases(qmodel))
                 fit(bias_tuning_model(qmodel, cfg.bias_tuning_learning_rate), calib, target,
                     cfg.bias_tuning_iterations, cfg.bias_tuning_batch_size,
                     self._unit_callbacks("bias_tuning") + [bar], seed=cfg.seed)
+                agreement.append(top1_agreement(forward, calib, target))
+                fewer = agreement[0] is not None and agreement[1] < agreement[0]
                 self._record("bias_tuning", before, reconstruction_mse(forward, calib, target),
-                             saved, start)
+                             saved, start, worse=cfg.bias_tuning_guard and fewer,
+                             agreement_before=agreement[0], agreement_after=agreement[1])
                 checkpoint.save(qmodel, self.history)
         finally:
             bar.close()
@@ -180,14 +185,15 @@ class PTQPipeline:
         optimiser.finalize(unit)
         self._record(unit.name, before, reconstruction_mse(forward, inputs, target), saved, start)
 
-    def _record(self, name, before, after, saved, start):
-        """Log a unit's result; restore its state if it got worse and ``revert_if_worse``."""
-        reverted = self.config.revert_if_worse and after > before
+    def _record(self, name, before, after, saved, start, worse=False, **extra):
+        """Log a unit's result; restore its state if its MSE rose and ``revert_if_worse``, or
+        if ``worse`` (another test failed, e.g. the bias tuning guard)."""
+        reverted = worse or (self.config.revert_if_worse and after > before)
         if reverted:
             _restore(saved)
         self.history.append({"unit": name, "mse_before": before, "mse_optimised": after,
                              "mse_after": before if reverted else after, "reverted": reverted,
-                             "seconds": time.time() - start})
+                             "seconds": time.time() - start, **extra})
 
 
 def _fingerprint(model, calib, policy, config):

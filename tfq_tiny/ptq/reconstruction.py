@@ -141,6 +141,16 @@ def reconstruction_mse(forward, inputs, target, batch_size=256):
                                                            verbose=0))
 
 
+def top1_agreement(forward, inputs, target, batch_size=256):
+    """Share of samples whose ``forward`` output and ``target`` have the same argmax (the
+    quantized and the float model's decision), or None for outputs with one channel."""
+    if np.shape(target)[-1] < 2:
+        return None
+    output = np.concatenate([np.asarray(forward(inputs[i:i + batch_size], False))
+                             for i in range(0, len(inputs), batch_size)])
+    return float(np.mean(output.argmax(-1) == np.asarray(target).argmax(-1)))
+
+
 def unit_forward(unit):
     """Forward function of a unit: runs its nodes on a dict of its input tensors."""
 
