@@ -40,8 +40,8 @@ BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activatio
 # The study's (Feng et al. 2022) W4A4 opt_round results we have offline (quoted in issue 4);
 # the rest of its Table 2 was not available here. (model, bits, optimize) -> (float, quantized).
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
-RECIPE_FIELDS = ("preset", "iterations", "preprocess", "init", "bias_tuning", "drop_prob",
-                 "learn_activation_ranges", "bias_tuning_guard", "checkpoint")
+RECIPE_FIELDS = ("preset", "iterations", "calibration_samples", "test_samples", "preprocess", "init",
+                 "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard", "checkpoint")
 
 
 def define_flags():
@@ -198,7 +198,8 @@ def load_runs(path):
 def markdown_table(runs, command):
     """Table-2 layout: one row per (model, optimiser, granularity), one column per bit policy.
 
-    Recipe settings (preset, preprocess, init, bias tuning, float checkpoint) that differ
+    Recipe settings (preset, iterations, calibration and test samples, preprocess, init, bias
+    tuning and its guard, QDrop, learned activation ranges, float checkpoint) that differ
     between the runs get their own columns and split the rows, so runs of different recipes or
     checkpoints are never averaged ("unrecorded": a run from before checkpoints were recorded).
     """
@@ -273,7 +274,8 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
     """Run the unfinished ``cells``, appending each record to ``<output>/runs.jsonl``.
 
     After every cell ``table.md`` (all runs in the file) is rewritten atomically and
-    ``on_record(record, done)`` is called. Returns ``{key: record}`` of every finished run.
+    ``on_record(record, done)`` is called; with nothing left to run the table is rewritten
+    once, so a re-run renders it afresh. Returns ``{key: record}`` of every finished run.
     """
     os.makedirs(output, exist_ok=True)
     runs_path = os.path.join(output, "runs.jsonl")
@@ -310,6 +312,8 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
     else:
         for index, cell in enumerate(todo, 1):
             record(runner(cell), index)
+    if table and not todo and done:
+        atomic_write(os.path.join(output, "table.md"), markdown_table(list(done.values()), command))
     return done
 
 

@@ -116,3 +116,16 @@ def test_table_treats_runs_from_before_a_setting_existed_as_its_default():
     unrecorded = {k: v for k, v in old.items() if k != "checkpoint"}
     table = benchmark.markdown_table([new, unrecorded], "cmd")
     assert "unrecorded" in table and "n=2" not in table
+
+
+def test_table_keeps_calibration_sizes_and_guard_apart():
+    """Runs that differ in calibration samples or the bias tuning guard are different recipes,
+    never averaged as seeds; a record from before the guard existed counts as guard off."""
+    cell = benchmark.make_cell("cnn1d", "w4a4", seed=0)
+    runs = [fake_runner(cell), fake_runner({**cell, "seed": 1, "calibration_samples": 4096})]
+    table = benchmark.markdown_table(runs, "cmd")
+    assert "calibration_samples" in table and "n=2" not in table and table.count("| cnn1d |") == 2
+    guarded = fake_runner({**cell, "seed": 1, "bias_tuning_guard": True})
+    old = {k: v for k, v in fake_runner({**cell, "seed": 2}).items() if k != "bias_tuning_guard"}
+    table = benchmark.markdown_table([runs[0], old, guarded], "cmd")
+    assert "bias_tuning_guard" in table and table.count("| cnn1d |") == 2 and "n=2" in table
