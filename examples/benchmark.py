@@ -160,7 +160,7 @@ def run_cell(cell):
                      weight_init=cell["init"], activation_init=cell["init"], seed=cell["seed"],
                      drop_prob=cell["drop_prob"],
                      learn_activation_ranges=cell["learn_activation_ranges"],
-                     bias_tuning_guard=cell.get("bias_tuning_guard", False))
+                     bias_tuning_guard=cell["bias_tuning_guard"])
     if cell["iterations"] is not None:
         overrides["iterations"] = cell["iterations"]
     config = PTQConfig.preset(cell["preset"], **overrides)

@@ -727,10 +727,9 @@ class _Writer:
         rewritten = {}
         for index, refs in uses.items():
             shapes = {tuple(options[key]) for _, options, key in refs}
-            bits = self.grid(index).storage_bits
-            if index in protected or len(shapes) != 1 or next(iter(shapes))[-1] * bits % 8:
+            shape, bits = next(iter(shapes)), self.grid(index).storage_bits
+            if index in protected or len(shapes) != 1 or shape[-1] * bits % 8:
                 continue
-            shape = next(iter(shapes))
             self.graph.tensors[index].shape = np.asarray(shape[:-1] + (shape[-1] * bits // 8,), np.int32)
             for op, options, key in refs:
                 options[key] = custom_ops.INNERMOST_BYTES
