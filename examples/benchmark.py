@@ -33,15 +33,16 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 # runs recorded before they were part of the key stay valid.
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
               "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False,
-              "bias_tuning_guard": False}
+              "bias_tuning_guard": False, "edge_bits": 0}
 # Settings added after runs were recorded: a record without them ran what their default does.
 BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
-                                                  "bias_tuning_guard")}
+                                                  "bias_tuning_guard", "edge_bits")}
 # The study's (Feng et al. 2022) W4A4 opt_round results we have offline (quoted in issue 4);
 # the rest of its Table 2 was not available here. (model, bits, optimize) -> (float, quantized).
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
 RECIPE_FIELDS = ("preset", "iterations", "calibration_samples", "test_samples", "preprocess", "init",
-                 "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard", "checkpoint")
+                 "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard",
+                 "edge_bits", "checkpoint")
 
 
 def define_flags():
@@ -62,6 +63,9 @@ def define_flags():
     flags.DEFINE_bool("learn_activation_ranges", False, "LSQ on activation ranges as well.")
     flags.DEFINE_bool("bias_tuning_guard", False, "Revert bias tuning that lowers the top-1 "
                       "agreement with the float model on the calibration data.")
+    flags.DEFINE_integer("edge_bits", 0, "Hold the model input, first and last weight layers "
+                         "and residual-Add inputs at this width (the papers' W4A4 convention, "
+                         "tfq_tiny.quantization.with_edge_bits); 0 = every tensor at --bits.")
     flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_string("data_dir", None, "Data directory.")
@@ -72,7 +76,7 @@ def define_flags():
 def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
               calibration_samples=1024, test_samples=0, data_dir=None, drop_prob=0.0,
-              learn_activation_ranges=False, bias_tuning_guard=False):
+              learn_activation_ranges=False, bias_tuning_guard=False, edge_bits=0):
     """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
 
     ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
@@ -86,7 +90,7 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
                 calibration_samples=calibration_samples, test_samples=test_samples,
                 data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)),
                 drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges),
-                bias_tuning_guard=bool(bias_tuning_guard))
+                bias_tuning_guard=bool(bias_tuning_guard), edge_bits=int(edge_bits))
 
 
 def cell_key(cell):
@@ -148,7 +152,7 @@ def run_cell(cell):
     from tfq_tiny._compat import keras
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.ptq import PTQConfig, PTQPipeline
-    from tfq_tiny.quantization.policy import BitPolicy
+    from tfq_tiny.quantization import BitPolicy, with_edge_bits
 
     model = keras.models.load_model(models.checkpoint_path(cell["model"]), compile=False)
     dataset = _dataset(models.DATASET_OF[cell["model"]], cell["data_dir"], cell["seed"])
@@ -164,17 +168,21 @@ def run_cell(cell):
     if cell["iterations"] is not None:
         overrides["iterations"] = cell["iterations"]
     config = PTQConfig.preset(cell["preset"], **overrides)
+    policy = BitPolicy.parse(cell["bits"])
+    if cell.get("edge_bits"):
+        policy = with_edge_bits(policy, model, cell["edge_bits"])
     calib = dataset.calibration(cell["calibration_samples"], seed=cell["seed"])
     float_acc = accuracy(model, x_test, y_test)
     start = time.time()
     pipeline = PTQPipeline(config, progress=False)
-    qmodel = pipeline.run(model, calib, cell["bits"])
+    qmodel = pipeline.run(model, calib, policy)
     seconds = time.time() - start
     quant_acc = accuracy(qmodel, x_test, y_test)
     stats = {"float": _statistics(model),
-             "quantized": _statistics(model, BitPolicy.parse(cell["bits"]))}
+             "quantized": _statistics(model, policy)}
     return {**{k: v for k, v in cell.items() if k != "data_dir"}, "key": cell_key(cell),
             "dataset": dataset.name, "config": config.get_config(),
+            "policy": policy.get_config(),
             "float_accuracy": float_acc, "accuracy": quant_acc, "drop": float_acc - quant_acc,
             "ptq_seconds": seconds, "test_samples_used": len(y_test),
             "units": pipeline.history, "stats": stats, "code": code_version(),
@@ -322,7 +330,7 @@ def main(argv):
     cells = [make_cell(m, b, o, g, int(s), FLAGS.preset, FLAGS.bias_tuning, FLAGS.preprocess,
                        FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
                        FLAGS.test_samples, FLAGS.data_dir, FLAGS.drop_prob,
-                       FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard)
+                       FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard, FLAGS.edge_bits)
              for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
              for g in FLAGS.granularity for s in FLAGS.seeds
              if not (o == "bits" and g == "block")]

@@ -23,6 +23,9 @@ flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR or
 flags.DEFINE_integer("weight_bits", 4, "Weight bits (2-8).")
 flags.DEFINE_string("activation_bits", "4", "Activation bits (2-8), or 'none' for weights only.")
 flags.DEFINE_string("policy", None, "A BitPolicy JSON file (overrides --weight/activation_bits).")
+flags.DEFINE_integer("edge_bits", 0, "Hold the model input, first and last weight layers and "
+                     "residual-Add inputs at this width, as the papers' W4A4 does "
+                     "(tfq_tiny.quantization.with_edge_bits); 0 = off.")
 flags.DEFINE_enum("optimize", "round", ["none", "qparam", "weights", "bits", "round"],
                   "Step 3 optimisation variable.")
 flags.DEFINE_enum("granularity", "layer", ["layer", "block"], "Step 3 granularity.")
@@ -69,6 +72,10 @@ def main(argv):
         act = None if FLAGS.activation_bits.lower() in ("none", "32", "f") else \
             int(FLAGS.activation_bits)
         policy = tfq_tiny.BitPolicy(FLAGS.weight_bits, act)
+    if FLAGS.edge_bits:
+        from tfq_tiny.quantization import with_edge_bits
+
+        policy = with_edge_bits(policy, model, FLAGS.edge_bits)
     overrides = dict(preprocess=FLAGS.preprocess,
                      weight_init=FLAGS.weight_init or FLAGS.init,
                      activation_init=FLAGS.activation_init or FLAGS.init,

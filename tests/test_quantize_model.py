@@ -272,3 +272,33 @@ def test_weighted_outputs_simulate_tflm_double_rounding(small_cnn, images, polic
     np.testing.assert_array_equal(got.numpy(), np.stack(expected, axis=1))
     single = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
     assert np.any(single != np.stack(expected, axis=1))  # the case is not trivial
+
+
+def test_edge_bits_hold_input_first_last_and_residual_inputs():
+    from tfq_tiny import models
+    from tfq_tiny.quantization import edge_tensors, with_edge_bits
+    from tfq_tiny.search.memory import MemoryModel
+
+    res8 = models.build("res8")
+    branch_outputs = ["block1_conv2", "block2_conv2", "block2_shortcut", "block3_conv2",
+                      "block3_shortcut"]
+    expected = {"input": ["activation_bits"], "conv1": ["weight_bits"], "logits": ["weight_bits"],
+                "avg_pool": ["activation_bits"],
+                **{name: ["activation_bits"] for name in branch_outputs}}
+    assert edge_tensors(res8) == expected
+    assert edge_tensors(res8, edges=("input",)) == {"input": ["activation_bits"]}
+    # block1's identity shortcut also feeds block1_conv1, so it stays at the policy's width.
+    assert "conv1_relu" not in edge_tensors(res8)
+    policy = with_edge_bits("w4a4", res8)
+    assignment = MemoryModel(res8).assignment(policy)
+    for (kind, layer), bits in assignment.items():
+        held = kind + "_bits" in expected.get(layer, [])
+        assert bits == (8 if held else 4), (kind, layer, bits)
+    assert with_edge_bits("w8a8", res8) == BitPolicy.uniform(8, 8)
+    wider = BitPolicy.uniform(4, 4).with_override("conv1", weight_bits=8)
+    assert with_edge_bits(wider, res8, bits=6).weight_bits_for("conv1") == 8
+    assert sorted(edge_tensors(models.build("ds_cnn"))) == ["avg_pool", "conv1", "input", "logits"]
+    with pytest.raises(ValueError, match="Unknown edges"):
+        edge_tensors(res8, edges=("middle",))
+    with pytest.raises(BitWidthError):
+        with_edge_bits("w4a4", res8, bits=16)

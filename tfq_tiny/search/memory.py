@@ -152,6 +152,7 @@ class MemoryModel:
         ops, tensors, outputs = probes[0][2]
         self.ops = [op.name for op in ops]
         self.op_types = [op.type for op in ops]
+        self.op_inputs = [list(op.inputs) for op in ops]
         self.tensor_elements = {name: t.elements for name, t in tensors.items()}
         self.outputs = list(outputs)
         weight_vars, act_layers = [], {}
