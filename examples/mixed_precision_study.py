@@ -525,7 +525,8 @@ def benchmark_report(rows):
         "proxy accuracy after PTQ; fast search: KL change when one tensor alone takes "
         "another width with every other at the anchor width, then the exact ILP, solved once "
         "per weight of the measured gains (1, 0.5, 0.25, 0) with the best candidate on the "
-        "proxy split kept; per model: "
+        "proxy split kept; from version 4 also around 8 bits, and the best of both anchors' "
+        "candidates kept; per model (the anchor of the kept candidate): "
         + ", ".join(f"{m} " + (f"anchor {r['sensitivity_anchor']} bits, version "
                                 f"{_fast_version(r)}" if _fast_version(r) > 1 else
                                 "version 1: anchor 8 bits, one solve")

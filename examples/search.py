@@ -334,7 +334,7 @@ def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_p
     seconds = time.perf_counter() - start
     proxy_acc = solution.proxy_accuracy
     extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,
-             "sensitivity_seconds": sens.seconds, "sensitivity_anchor": sens.anchor,
+             "sensitivity_seconds": solution.sensitivity_seconds, "sensitivity_anchor": sens.anchor,
              "candidates": solution.candidates, "fast_search_version": FAST_SEARCH_VERSION,
              "objective": solution.objective}
     if plot_path:

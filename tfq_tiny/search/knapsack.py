@@ -17,8 +17,8 @@ from tfq_tiny.search.memory import ACTIVATION, WEIGHT, InfeasibleBudgetError
 
 # What fast_search computes, recorded with its results so a changed algorithm re-runs them:
 # 1 sensitivities around 8 bits; 2 around the budget's anchor width; 3 + candidates with
-# discounted gains, the best on the proxy split kept.
-FAST_SEARCH_VERSION = 3
+# discounted gains, the best on the proxy split kept; 4 + the candidate around 8 bits (v1's) too.
+FAST_SEARCH_VERSION = 4
 GAIN_WEIGHTS = (1.0, 0.5, 0.25, 0.0)
 
 
@@ -32,6 +32,7 @@ class Solution:
     policy: object = field(default=None)
     proxy_accuracy: float | None = None
     candidates: list = field(default_factory=list)
+    sensitivity_seconds: float = 0.0
 
 
 def solve(memory_model, costs, flash=None, ram=None, base=None, time_limit=60.0):
@@ -141,12 +142,15 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     ``mode`` "weights" searches weight bits only (activations at 8); "concurrent" and
     "independent" search both (for an exact solver they are the same problem). ``anchor`` is
     the width the sensitivities are measured around (``sensitivity.measure_sensitivity``):
-    "auto" = the widest uniform width that fits the budgets (``sensitivity.anchor_width``),
-    or a width. The ILP is solved once per ``gain_weights`` entry (how much the measured
-    gain of raising a tensor above the anchor counts, ``Sensitivity.costs``); the distinct
-    solutions are scored by ``evaluator.accuracy`` on the proxy split and the best is
-    returned, with every candidate's weight, accuracy and memory in ``candidates``.
-    Returns (Solution, Sensitivity).
+    "auto" = both the widest uniform width that fits the budgets (``sensitivity.anchor_width``)
+    and the widest choice, or one width. Per anchor the ILP is solved once per ``gain_weights``
+    entry (how much the measured gain of raising a tensor above the anchor counts,
+    ``Sensitivity.costs``); the distinct solutions are scored by ``evaluator.accuracy`` on the
+    proxy split and the best is returned, with every candidate's anchor, weight, accuracy and
+    memory in ``candidates``. Two anchors because neither linearisation wins everywhere: around
+    the budget's width the candidates stay near uniform (DS-CNN's best), around 8 bits they keep
+    8-bit tensors where those matter most (Res8's best, results/mixed_precision.md).
+    Returns (Solution, the Sensitivity its candidate came from).
     """
     from tfq_tiny.search.sensitivity import anchor_width, measure_sensitivity
 
@@ -154,17 +158,27 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     ram = ram if mode != "weights" else None
     memory_model.check_feasible(flash, ram)
     if anchor == "auto":
-        anchor = anchor_width(memory_model, flash, ram, kinds)
-    sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, anchor=anchor,
-                               progress=progress)
-    candidates, seen = [], {}
-    for weight in gain_weights:
-        solution = solve(memory_model, sens.costs(weight), flash, ram)
-        solution = seen.setdefault(tuple(sorted(solution.assignment.items())), solution)
-        if solution.proxy_accuracy is None:
-            solution.proxy_accuracy = float(evaluator.accuracy(solution.policy))
-        candidates.append({"gain_weight": weight, "proxy_accuracy": solution.proxy_accuracy,
-                           "flash": solution.flash, "ram": solution.ram})
-    best = max(seen.values(), key=lambda s: s.proxy_accuracy)
+        anchors = list(dict.fromkeys([anchor_width(memory_model, flash, ram, kinds),
+                                      max(memory_model.choices)]))
+    else:
+        anchors = [anchor]
+    candidates, seen, source, seconds = [], {}, {}, 0.0
+    for a in anchors:
+        sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, anchor=a,
+                                   progress=progress)
+        seconds += sens.seconds
+        weights = gain_weights if a < max(memory_model.choices) else gain_weights[:1]
+        for weight in weights:
+            solution = solve(memory_model, sens.costs(weight), flash, ram)
+            key = tuple(sorted(solution.assignment.items()))
+            solution = seen.setdefault(key, solution)
+            source.setdefault(key, sens)
+            if solution.proxy_accuracy is None:
+                solution.proxy_accuracy = float(evaluator.accuracy(solution.policy))
+            candidates.append({"anchor": a, "gain_weight": weight,
+                               "proxy_accuracy": solution.proxy_accuracy,
+                               "flash": solution.flash, "ram": solution.ram})
+    key, best = max(seen.items(), key=lambda kv: kv[1].proxy_accuracy)
     best.candidates = candidates
-    return best, sens
+    best.sensitivity_seconds = seconds
+    return best, source[key]
