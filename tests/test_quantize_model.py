@@ -286,7 +286,7 @@ def test_edge_bits_hold_input_first_last_and_residual_inputs():
                 "avg_pool": ["activation_bits"],
                 **{name: ["activation_bits"] for name in branch_outputs}}
     assert edge_tensors(res8) == expected
-    assert edge_tensors(res8, edges=("input",)) == {"input": ["activation_bits"]}
+    assert edge_tensors(res8, edges="input") == {"input": ["activation_bits"]}
     # block1's identity shortcut also feeds block1_conv1, so it stays at the policy's width.
     assert "conv1_relu" not in edge_tensors(res8)
     policy = with_edge_bits("w4a4", res8)

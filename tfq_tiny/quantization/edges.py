@@ -23,34 +23,38 @@ def edge_tensors(model, edges=EDGES):
     """
     from tfq_tiny.search.memory import MemoryModel
 
+    edges = (edges,) if isinstance(edges, str) else tuple(edges)
     unknown = set(edges) - set(EDGES)
     if unknown:
         raise ValueError(f"Unknown edges {sorted(unknown)}; choose from {list(EDGES)}.")
     mm = MemoryModel(model)
     keys = {}
 
-    def hold_activation(tensor):
+    def hold(layer, kind):
+        keys.setdefault(layer, set()).add(kind)
+
+    def hold_tensor(tensor):
         key = mm.tensor_variable(tensor)
         if key is not None:
-            keys[key[1]] = keys.get(key[1], set()) | {"activation_bits"}
+            hold(key[1], "activation_bits")
 
     if "input" in edges:
         for v in mm.activation_variables:
             if v.info.get("type") == "input":
-                keys.setdefault(v.layer, set()).add("activation_bits")
+                hold(v.layer, "activation_bits")
     weights = mm.weight_variables
     if "first_last" in edges and weights:
-        for v in (weights[0], weights[-1]):
-            keys.setdefault(v.layer, set()).add("weight_bits")
-        hold_activation(mm.op_inputs[mm.ops.index(weights[-1].op)][0])
+        hold(weights[0].layer, "weight_bits")
+        hold(weights[-1].layer, "weight_bits")
+        hold_tensor(mm.op_inputs[mm.ops.index(weights[-1].op)][0])
     if "residual" in edges:
         consumers = {}
-        for i, inputs in enumerate(mm.op_inputs):
+        for op_type, inputs in zip(mm.op_types, mm.op_inputs):
             for tensor in inputs:
-                consumers.setdefault(tensor, []).append(mm.op_types[i])
+                consumers.setdefault(tensor, []).append(op_type)
         for tensor, types in consumers.items():
             if all(t == "Add" for t in types):
-                hold_activation(tensor)
+                hold_tensor(tensor)
     return {layer: sorted(kinds) for layer, kinds in keys.items()}
 
 
