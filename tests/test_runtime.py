@@ -6,6 +6,8 @@ FULLY_CONNECTED (per-channel and per-tensor) rounds once (TFLITE_SINGLE_ROUNDING
 TFLM rounds twice, so Dense outputs may differ from LiteRT by one step (a few values in a
 thousand); TFLM and the shim agree exactly everywhere.
 """
+import functools
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import ModelFileError, TfqError
 from tfq_tiny.export import flatbuffer
 from tfq_tiny.runtime import arithmetic as ar
-from tfq_tiny.runtime import kernels
+from tfq_tiny.runtime import kernels, tflm
 from tfq_tiny.runtime.interpreter import Interpreter, register_custom_op, unregister_custom_op
 
 tflite_micro = pytest.importorskip("tflite_micro")
@@ -51,28 +53,8 @@ def random_inputs(details, n, seed=1):
     return rng.integers(-128, 128, size=shape, dtype=np.int8)
 
 
-def run_litert(model_bytes, xs):
-    lite = tf.lite.Interpreter(model_content=model_bytes,
-                               experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
-    lite.allocate_tensors()
-    inp, outs = lite.get_input_details()[0]["index"], lite.get_output_details()
-    results = []
-    for x in xs:
-        lite.set_tensor(inp, x[None])
-        lite.invoke()
-        results.append([lite.get_tensor(d["index"]) for d in outs])
-    return [np.concatenate(r, axis=0) for r in zip(*results)]
-
-
-def run_tflm(model_bytes, xs):
-    micro = tflite_micro.runtime.Interpreter.from_bytes(model_bytes)
-    n_out = len(Interpreter(model_content=model_bytes).get_output_details())
-    results = []
-    for x in xs:
-        micro.set_input(x[None], 0)
-        micro.invoke()
-        results.append([micro.get_output(i).copy() for i in range(n_out)])
-    return [np.concatenate(r, axis=0) for r in zip(*results)]
+run_litert = functools.partial(tflm.run_litert, all_outputs=True)
+run_tflm = functools.partial(tflm.run_tflm, all_outputs=True)
 
 
 def assert_identical(actual, expected, what):
