@@ -512,6 +512,9 @@ def test_command_line_export(exports, tmp_path, capsys):
     xs = quantize_input(model_bytes, x[:50])
     assert np.array_equal(Interpreter(model_path=str(out)).run(xs)[0],
                           Interpreter(model_content=model_bytes).run(xs)[0])
+    named = tmp_path / "named.tflite"
+    assert run("--model", str(tmp_path / "q.h5"), "--output", str(named), "--nostrip_strings") == 0
+    assert out.stat().st_size < named.stat().st_size == len(model_bytes)
     with pytest.raises(app.UsageError):
         run("--model", str(tmp_path / "none.h5"), "--output", str(out))
     tfq_tiny.save_model(tfq_tiny.quantize_model(signal_model(), "w4a32"), str(tmp_path / "w.h5"))

@@ -2,6 +2,9 @@
 
     python -m tfq_tiny.export --model q.h5 --output model.tflite [--input_type int8]
 
+The file is what a device stores: names are stripped unless ``--nostrip_strings`` (the Python
+``to_tflite`` keeps them by default, for debugging).
+
 ``--model`` is a model saved with ``tfq_tiny.save_model`` (h5 or SavedModel directory), loaded
 with ``tfq_tiny.load_model``. The flatbuffer is written atomically; a summary (size, operators,
 input grid, where the bytes go: ``tfq_tiny.export.size_report``) is printed.
@@ -25,8 +28,9 @@ flags.DEFINE_enum("int2_type", "INT8", ["INT8", "INT2"],
 flags.DEFINE_enum("dense_int4", "custom", ["custom", "conv_1x1"],
                   "Dense with 4-bit weights and 8-bit activations: TFQ_FULLY_CONNECTED, or a "
                   "1x1 CONV_2D builtin (no custom operator needed).")
-flags.DEFINE_bool("strip_strings", False, "Leave out tensor/subgraph names and the description "
-                  "(no interpreter reads them; ~12 B of FLASH per tensor).")
+flags.DEFINE_bool("strip_strings", True, "Leave out tensor/subgraph names and the description "
+                  "(no interpreter reads them; ~12 B of FLASH per tensor). --nostrip_strings "
+                  "keeps them for debugging (per-layer comparisons need the names).")
 flags.DEFINE_bool("litert_compatible", False, "Full per-channel zero point arrays (LiteRT needs "
                   "them; TFLM accepts one zero point per filter, up to 8 B per channel less).")
 flags.mark_flags_as_required(["model", "output"])
