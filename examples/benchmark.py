@@ -33,16 +33,16 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 # runs recorded before they were part of the key stay valid.
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
               "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False,
-              "bias_tuning_guard": False, "edge_bits": 0}
+              "bias_tuning_guard": False, "edge_bits": 0, "edges": "input,first_last,residual"}
 # Settings added after runs were recorded: a record without them ran what their default does.
 BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
-                                                  "bias_tuning_guard", "edge_bits")}
+                                                  "bias_tuning_guard", "edge_bits", "edges")}
 # The study's (Feng et al. 2022) W4A4 opt_round results we have offline (quoted in issue 4);
 # the rest of its Table 2 was not available here. (model, bits, optimize) -> (float, quantized).
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
 RECIPE_FIELDS = ("preset", "iterations", "calibration_samples", "test_samples", "preprocess", "init",
                  "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard",
-                 "edge_bits", "checkpoint")
+                 "edge_bits", "edges", "checkpoint")
 
 
 def define_flags():
@@ -66,6 +66,8 @@ def define_flags():
     flags.DEFINE_integer("edge_bits", 0, "Hold the model input, first and last weight layers "
                          "and residual-Add inputs at this width (the papers' W4A4 convention, "
                          "tfq_tiny.quantization.with_edge_bits); 0 = every tensor at --bits.")
+    flags.DEFINE_list("edges", ["input", "first_last", "residual"],
+                      "Which edge tensors --edge_bits holds (tfq_tiny.quantization.EDGES).")
     flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_string("data_dir", None, "Data directory.")
@@ -76,7 +78,8 @@ def define_flags():
 def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
               calibration_samples=1024, test_samples=0, data_dir=None, drop_prob=0.0,
-              learn_activation_ranges=False, bias_tuning_guard=False, edge_bits=0):
+              learn_activation_ranges=False, bias_tuning_guard=False, edge_bits=0,
+              edges=KEY_EXTRAS["edges"]):
     """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
 
     ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
@@ -90,7 +93,8 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
                 calibration_samples=calibration_samples, test_samples=test_samples,
                 data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)),
                 drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges),
-                bias_tuning_guard=bool(bias_tuning_guard), edge_bits=int(edge_bits))
+                bias_tuning_guard=bool(bias_tuning_guard), edge_bits=int(edge_bits),
+                edges=edges if isinstance(edges, str) else ",".join(edges))
 
 
 def cell_key(cell):
@@ -170,7 +174,8 @@ def run_cell(cell):
     config = PTQConfig.preset(cell["preset"], **overrides)
     policy = BitPolicy.parse(cell["bits"])
     if cell.get("edge_bits"):
-        policy = with_edge_bits(policy, model, cell["edge_bits"])
+        policy = with_edge_bits(policy, model, cell["edge_bits"],
+                                cell.get("edges", KEY_EXTRAS["edges"]).split(","))
     calib = dataset.calibration(cell["calibration_samples"], seed=cell["seed"])
     float_acc = accuracy(model, x_test, y_test)
     start = time.time()
@@ -330,7 +335,8 @@ def main(argv):
     cells = [make_cell(m, b, o, g, int(s), FLAGS.preset, FLAGS.bias_tuning, FLAGS.preprocess,
                        FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
                        FLAGS.test_samples, FLAGS.data_dir, FLAGS.drop_prob,
-                       FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard, FLAGS.edge_bits)
+                       FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard, FLAGS.edge_bits,
+                       FLAGS.edges)
              for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
              for g in FLAGS.granularity for s in FLAGS.seeds
              if not (o == "bits" and g == "block")]

@@ -98,6 +98,9 @@ def test_cell_key_separates_sample_counts_and_checkpoints():
         "|checkpoint=", "|test_samples=500|checkpoint=")
     edges = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, edge_bits=8)
     assert benchmark.cell_key(edges) == benchmark.cell_key(cell) + "|edge_bits=8"
+    residual = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, edge_bits=8,
+                                   edges=["residual"])
+    assert benchmark.cell_key(residual) == benchmark.cell_key(edges) + "|edges=residual"
 
 
 @pytest.mark.parametrize("short, full", [("fig4", "fig4_init_cle"),
@@ -112,7 +115,7 @@ def test_table_treats_runs_from_before_a_setting_existed_as_its_default():
     cell = benchmark.make_cell("cnn1d", "w4a4", seed=0)
     new = fake_runner(cell)
     old = {k: v for k, v in fake_runner({**cell, "seed": 1}).items()
-           if k not in ("drop_prob", "learn_activation_ranges", "edge_bits")}
+           if k not in ("drop_prob", "learn_activation_ranges", "edge_bits", "edges")}
     table = benchmark.markdown_table([new, old], "cmd")
     assert "drop_prob" not in table and "88.00 +- 0.50 (-4.00; paper +0.00; n=2)" in table
     unrecorded = {k: v for k, v in old.items() if k != "checkpoint"}
