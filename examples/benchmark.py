@@ -219,6 +219,8 @@ def markdown_table(runs, command):
     import numpy as np
 
     def value(record, field):
+        if field == "edges" and not record.get("edge_bits"):
+            return "-"
         if field in record:
             return str(record[field])
         return str(BEFORE_FIELD_EXISTED[field]) if field in BEFORE_FIELD_EXISTED else "unrecorded"
