@@ -30,8 +30,9 @@ flags.DEFINE_enum("optimize", "round", ["none", "qparam", "weights", "bits", "ro
                   "Step 3 optimisation variable.")
 flags.DEFINE_enum("granularity", "layer", ["layer", "block"], "Step 3 granularity.")
 flags.DEFINE_bool("bias_tuning", True, "Step 4 bias tuning.")
-flags.DEFINE_bool("bias_tuning_guard", False, "Keep tuned biases only if the top-1 agreement with "
-                  "the float model on the calibration data does not fall.")
+flags.DEFINE_bool("bias_tuning_guard", True, "Keep tuned biases only if the top-1 agreement with "
+                  "the float model on the calibration data does not fall (--nobias_tuning_guard: "
+                  "the study's plain bias tuning).")
 flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 range init (weights and activations).")
 flags.DEFINE_enum("weight_init", None, ["minmax", "mse"], "Weight init (overrides --init).")
 flags.DEFINE_enum("activation_init", None, ["minmax", "mse"], "Activation init (overrides --init).")
