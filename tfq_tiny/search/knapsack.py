@@ -147,9 +147,11 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     entry (how much the measured gain of raising a tensor above the anchor counts,
     ``Sensitivity.costs``); the distinct solutions are scored by ``evaluator.accuracy`` on the
     proxy split and the best is returned, with every candidate's anchor, weight, accuracy and
-    memory in ``candidates``. Two anchors because neither linearisation wins everywhere: around
-    the budget's width the candidates stay near uniform (DS-CNN's best), around 8 bits they keep
-    8-bit tensors where those matter most (Res8's best, results/mixed_precision.md).
+    memory in ``candidates``. Two anchors because neither linearisation is known to win
+    everywhere: around the budget's width the candidates stay near uniform (DS-CNN's best),
+    around 8 bits they keep 8-bit tensors where those matter most (Res8's version-1 policy beat
+    version 3's on the test split, though on the 500-sample proxy split the anchor-4 candidate
+    scores higher; results/mixed_precision.md).
     Returns (Solution, the Sensitivity its candidate came from).
     """
     from tfq_tiny.search.sensitivity import anchor_width, measure_sensitivity
