@@ -173,9 +173,8 @@ def run_cell(cell):
         overrides["iterations"] = cell["iterations"]
     config = PTQConfig.preset(cell["preset"], **overrides)
     policy = BitPolicy.parse(cell["bits"])
-    if cell.get("edge_bits"):
-        policy = with_edge_bits(policy, model, cell["edge_bits"],
-                                cell.get("edges", KEY_EXTRAS["edges"]).split(","))
+    if cell["edge_bits"]:
+        policy = with_edge_bits(policy, model, cell["edge_bits"], cell["edges"].split(","))
     calib = dataset.calibration(cell["calibration_samples"], seed=cell["seed"])
     float_acc = accuracy(model, x_test, y_test)
     start = time.time()

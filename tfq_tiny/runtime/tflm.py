@@ -18,7 +18,7 @@ def run_tflm(model_bytes, xs, arena_size=None, all_outputs=False):
     import tflite_micro
 
     micro = tflite_micro.runtime.Interpreter.from_bytes(model_bytes, arena_size=arena_size)
-    n_outputs = _output_count(model_bytes)
+    n_outputs = _output_count(model_bytes) if all_outputs else 1
 
     def invoke(x):
         micro.set_input(x, 0)
