@@ -231,6 +231,14 @@ def test_config_json_round_trip_and_validation():
         PTQConfig.from_config({"iters": 3})
 
 
+def test_config_written_before_the_guard_existed_runs_without_it():
+    old = PTQConfig().get_config()
+    del old["bias_tuning_guard"]
+    assert PTQConfig().bias_tuning_guard
+    assert not PTQConfig.from_config(old).bias_tuning_guard
+    assert PTQConfig.from_config({**old, "bias_tuning_guard": True}).bias_tuning_guard
+
+
 def test_same_seed_same_result(trained):
     model, data = trained
     outs = []

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 OPTIMIZERS = ("none", "qparam", "weights", "bits", "round")
 GRANULARITIES = ("layer", "block")
 PREPROCESS = {"none": ("bn_fold",), "bn_fold": ("bn_fold",), "cle": ("bn_fold", "cle")}
+# Fields whose default differs from what a config written before the field existed ran.
+BEFORE_FIELD_EXISTED = {"bias_tuning_guard": False}
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,14 @@ class PTQConfig:
 
     @classmethod
     def from_config(cls, config):
+        """Inverse of ``get_config``. A field missing from ``config`` takes its default, except
+        fields added after configs were first written (``BEFORE_FIELD_EXISTED``), which take
+        the behaviour an older config ran with, so a saved recipe reproduces what it ran."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f"Unknown PTQConfig fields {sorted(unknown)}.")
-        return cls(**config)
+        return cls(**{**BEFORE_FIELD_EXISTED, **config})
 
     def to_json(self, **kwargs):
         return json.dumps(self.get_config(), **kwargs)

@@ -83,7 +83,7 @@ class PTQPipeline:
     def __init__(self, config=None, callbacks=(), log_dir=None, progress=True,
                  checkpoint_dir=None):
         self.config = config if isinstance(config, PTQConfig) else \
-            PTQConfig.from_config(config or {})
+            PTQConfig.from_config({**PTQConfig().get_config(), **(config or {})})
         self.callbacks = list(callbacks)
         self.log_dir = log_dir
         self.progress = progress
