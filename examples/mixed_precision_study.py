@@ -37,6 +37,12 @@ import search
 FLAGS = flags.FLAGS
 BENCHMARK_MODELS = ("cnn1d", "ds_cnn", "mobilenet_v1", "res8")
 M224 = "mobilenet224"
+# How the fast search's few ILP candidates are judged (--select_with); rows from before the flag
+# existed were judged on the proxy split.
+SELECTORS = {"proxy": "PTQ accuracy on the proxy split",
+             "val": "PTQ accuracy on the whole validation split",
+             "qat": "accuracy on the whole validation split after the same QAT as the reported "
+                    "policies (first QAT seed)"}
 UNIFORM_ORDER = ("W8A8", "W8A4", "W8A2", "W4A8", "W4A4", "W4A2", "W2A8", "W2A4", "W2A2")
 
 
@@ -56,6 +62,11 @@ def define_flags():
                       "(scaled down for CPU time); reported accuracies always use all of it.")
     flags.DEFINE_list("test_samples", ["ds_cnn=2000", "mobilenet_v1=2000", "res8=2000"],
                       "model=N: evaluate on the first N test samples (models not named: all).")
+    flags.DEFINE_enum("select_with", "qat", list(SELECTORS),
+                      "How the fast search judges its few ILP candidates: 'proxy' = PTQ accuracy "
+                      "on the proxy split (as its sensitivities); 'val' = PTQ accuracy on the whole "
+                      "validation split; 'qat' = accuracy on the whole validation split after the "
+                      "fine-tuning every reported policy gets (first --finetune_seeds seed).")
     flags.DEFINE_integer("episodes", 40, "RL episodes.")
     flags.DEFINE_integer("warmup", None, "RL random warm-up episodes (default episodes // 5).")
     flags.DEFINE_enum("mode", "concurrent", ["concurrent", "independent"], "Search mode (W+A).")
@@ -150,6 +161,21 @@ def _finetune_data(setup):
     return (ds.features("train", idx), ds.labels("train", idx)), n
 
 
+def make_selector(setup):
+    """The candidate scorer of the fast search (--select_with), or None for the proxy split."""
+    from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
+
+    ds = setup.dataset
+    if FLAGS.select_with == "proxy":
+        return None
+    if FLAGS.select_with == "val":
+        return ProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, seed=FLAGS.seed)
+    return QATProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val,
+                             train_data=_finetune_data(setup)[0], epochs=FLAGS.finetune_epochs,
+                             lr=FLAGS.finetune_lr, finetune_batch_size=FLAGS.finetune_batch_size,
+                             seed=_finetune_seeds()[0])
+
+
 def _finetune_seeds():
     return tuple(int(s) for s in FLAGS.finetune_seeds)
 
@@ -228,7 +254,9 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
     if method == "fast":
         found = search.run_fast(mm, evaluator, flash, ram, FLAGS.mode, FLAGS.progress,
                                 os.path.join(work, "search.png"),
-                                f"{setup.name}: fast search (sensitivity + ILP)")
+                                f"{setup.name}: fast search (sensitivity + ILP)",
+                                selector=make_selector(setup))
+        found["extra"]["selector"] = FLAGS.select_with
     else:
         warmup = FLAGS.warmup if FLAGS.warmup is not None else max(1, FLAGS.episodes // 5)
         config = RLConfig(episodes=FLAGS.episodes, warmup=warmup, mode=FLAGS.mode,
@@ -248,7 +276,7 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
     ft = _finetune(setup, policy, test_acc, method)
     extra = found["extra"]
     keep = {k: extra[k] for k in ("ilp_seconds", "sensitivity_seconds", "sensitivity_anchor",
-                                  "candidates", "fast_search_version", "objective",
+                                  "candidates", "fast_search_version", "objective", "selector",
                                   "episodes_done", "rl_config", "reward_evaluations")
             if k in extra}
     if "history" in extra:
@@ -524,12 +552,14 @@ def benchmark_report(rows):
         "the same way on a labelled proxy split drawn from the validation split (RL reward: "
         "proxy accuracy after PTQ; fast search: KL change when one tensor alone takes "
         "another width with every other at the anchor width, then the exact ILP, solved once "
-        "per weight of the measured gains (1, 0.5, 0.25, 0) with the best candidate on the "
-        "proxy split kept; from version 4 also around 8 bits, and the best of both anchors' "
-        "candidates kept; per model (the anchor of the kept candidate): "
+        "per weight of the measured gains (1, 0.5, 0.25, 0) with the best candidate kept; "
+        "from version 4 also around 8 bits, and the best of both anchors' candidates kept; "
+        "candidates judged by " + "; ".join(f"'{k}' = {v}" for k, v in SELECTORS.items())
+        + "; per model (the anchor of the kept candidate, judge): "
         + ", ".join(f"{m} " + (f"anchor {r['sensitivity_anchor']} bits, version "
                                 f"{_fast_version(r)}" if _fast_version(r) > 1 else
                                 "version 1: anchor 8 bits, one solve")
+                    + f", {r.get('selector', 'proxy')}"
                     for m in models for r in rows if r["model"] == m and r["method"] == "fast")
         + "); where the table gives fewer search calibration "
         "samples, the searches calibrate with the first ones of the draw (CPU time).",
@@ -785,7 +815,8 @@ def _current(row):
     return row.get("proxy_split") == PROXY_SPLIT and \
         row.get("checkpoint_sha256") == checkpoint_sha256(row["model"]) and \
         all(_finetune_settings(ft) == wanted for ft in _finetunes(row)) and \
-        (row["method"] != "fast" or _fast_version(row) == FAST_SEARCH_VERSION)
+        (row["method"] != "fast" or (_fast_version(row) == FAST_SEARCH_VERSION and
+                                     row.get("selector", "proxy") == FLAGS.select_with))
 
 
 def _fast_version(row):

@@ -323,14 +323,15 @@ def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64):
 
 
 def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_path=None,
-             title=""):
-    """Fast search (sensitivity + ILP). Returns {assignment, policy, proxy_accuracy, seconds,
-    extra} (extra: sensitivity, ILP time, anchor, candidates, objective); draws search.png at
-    ``plot_path``."""
+             title="", selector=None):
+    """Fast search (sensitivity + ILP; ``selector`` judges the ILP candidates, default the
+    ``evaluator``). Returns {assignment, policy, proxy_accuracy, seconds, extra} (extra:
+    sensitivity, ILP time, anchor, candidates, objective); draws search.png at ``plot_path``."""
     from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION, fast_search
 
     start = time.perf_counter()
-    solution, sens = fast_search(mm, evaluator, flash, ram, mode=mode, progress=progress)
+    solution, sens = fast_search(mm, evaluator, flash, ram, mode=mode, progress=progress,
+                                 selector=selector)
     seconds = time.perf_counter() - start
     proxy_acc = solution.proxy_accuracy
     extra = {"sensitivity": sens.to_dict(), "ilp_seconds": solution.seconds,

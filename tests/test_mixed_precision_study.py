@@ -15,7 +15,7 @@ from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION  # noqa: E402
 def settings(monkeypatch):
     monkeypatch.setattr(study, "FLAGS", types.SimpleNamespace(
         finetune_epochs=1, finetune_lr=1e-4, finetune_batch_size=64, finetune_seeds=["0"],
-        seed=0))
+        seed=0, select_with="proxy"))
     monkeypatch.setattr(study, "checkpoint_sha256", lambda name: "abc")
     return study.FLAGS
 
@@ -41,6 +41,12 @@ def test_a_cell_counts_only_when_made_as_todays_study_would_make_it(settings):
     assert not study._current(_row("fast", sensitivity_anchor=4)), "before candidate selection"
     assert study._current(_row("fast", sensitivity_anchor=4,
                                fast_search_version=FAST_SEARCH_VERSION))
+    settings.select_with = "qat"
+    assert not study._current(_row("fast", sensitivity_anchor=4,
+                                   fast_search_version=FAST_SEARCH_VERSION)), "judged on the proxy"
+    assert study._current(_row("fast", sensitivity_anchor=4, selector="qat",
+                               fast_search_version=FAST_SEARCH_VERSION))
+    settings.select_with = "proxy"
     assert not study._current(_row("rl", checkpoint_sha256="old"))
     assert not study._current(_row("rl", proxy_split="train"))
     settings.finetune_epochs = 3

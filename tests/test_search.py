@@ -130,6 +130,32 @@ def test_fast_search_returns_a_fitting_policy(hand_model, hand_mm, tiny_task):
     assert json.loads(solution.policy.to_json())["output_bits"] == 8
 
 
+def test_fast_search_lets_a_separate_selector_judge_the_candidates(hand_model, hand_mm, tiny_task):
+    """The selector alone decides among the ILP candidates; the sensitivities stay the
+    evaluator's."""
+    x, y = tiny_task
+    evaluator = ProxyEvaluator(hand_model, x, x, y)
+    flash, ram = memory(hand_model, "w4a4")
+
+    def fewest_8_bit_tensors(policy):
+        return -sum(b == 8 for b in hand_mm.assignment(policy).values())
+
+    class Selector:
+        judged = []
+
+        def accuracy(self, policy):
+            self.judged.append(policy)
+            return fewest_8_bit_tensors(policy)
+
+    selector = Selector()
+    solution, sens = fast_search(hand_mm, evaluator, flash, ram, progress=False,
+                                 selector=selector)
+    distinct = {json.dumps(p.get_config(), sort_keys=True) for p in selector.judged}
+    assert len(selector.judged) == len(distinct) >= 1
+    assert solution.proxy_accuracy == max(map(fewest_8_bit_tensors, selector.judged))
+    assert set(sens.losses) == {v.key for v in hand_mm.searchable()}
+
+
 def test_sensitivity_around_an_anchor_keeps_gains_and_stays_monotone():
     """Around 4 bits, raising a tensor to 8 may gain (negative cost) and the solver must see
     it; around 8 bits the costs are the old non-negative increases."""

@@ -136,7 +136,7 @@ def brute_force(memory_model, costs, flash=None, ram=None, base=None):
 
 
 def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="auto",
-                gain_weights=GAIN_WEIGHTS, progress=True):
+                gain_weights=GAIN_WEIGHTS, progress=True, selector=None):
     """Sensitivity of every searchable tensor (KL on the proxy split), then the exact ILP.
 
     ``mode`` "weights" searches weight bits only (activations at 8); "concurrent" and
@@ -145,13 +145,16 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     "auto" = both the widest uniform width that fits the budgets (``sensitivity.anchor_width``)
     and the widest choice, or one width. Per anchor the ILP is solved once per ``gain_weights``
     entry (how much the measured gain of raising a tensor above the anchor counts,
-    ``Sensitivity.costs``); the distinct solutions are scored by ``evaluator.accuracy`` on the
-    proxy split and the best is returned, with every candidate's anchor, weight, accuracy and
-    memory in ``candidates``. Two anchors because neither linearisation is known to win
+    ``Sensitivity.costs``); the distinct solutions are scored by ``selector.accuracy``
+    (default ``evaluator.accuracy``, the proxy split) and the best is returned, with every
+    candidate's anchor, weight, score and memory in ``candidates``. A separate ``selector`` lets
+    the few candidates be judged more carefully than the many sensitivity probes: on a larger
+    split, or after the fine-tuning the chosen policy will get (``proxy.QATProxyEvaluator``),
+    since which policy is best after QAT need not be which is best straight after PTQ. Two anchors because neither linearisation is known to win
     everywhere: around the budget's width the candidates stay near uniform (DS-CNN's best),
-    around 8 bits they keep 8-bit tensors where those matter most (Res8's version-1 policy beat
-    version 3's on the test split, though on the 500-sample proxy split the anchor-4 candidate
-    scores higher; results/mixed_precision.md).
+    around 8 bits they keep 8-bit tensors where those matter most. The judge matters as much as
+    the pool: on Res8 the 500-sample proxy split kept a candidate 1.5 points worse on the test
+    split than the one QAT on the whole validation split keeps (results/mixed_precision.md).
     Returns (Solution, the Sensitivity its candidate came from).
     """
     from tfq_tiny.search.sensitivity import anchor_width, measure_sensitivity
@@ -176,7 +179,7 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
             solution = seen.setdefault(key, solution)
             source.setdefault(key, sens)
             if solution.proxy_accuracy is None:
-                solution.proxy_accuracy = float(evaluator.accuracy(solution.policy))
+                solution.proxy_accuracy = float((selector or evaluator).accuracy(solution.policy))
             candidates.append({"anchor": a, "gain_weight": weight,
                                "proxy_accuracy": solution.proxy_accuracy,
                                "flash": solution.flash, "ram": solution.ram})
