@@ -37,12 +37,7 @@ import search
 FLAGS = flags.FLAGS
 BENCHMARK_MODELS = ("cnn1d", "ds_cnn", "mobilenet_v1", "res8")
 M224 = "mobilenet224"
-# How the fast search's few ILP candidates are judged (--select_with); rows from before the flag
-# existed were judged on the proxy split.
-SELECTORS = {"proxy": "PTQ accuracy on the proxy split",
-             "val": "PTQ accuracy on the whole validation split",
-             "qat": "accuracy on the whole validation split after the same QAT as the reported "
-                    "policies (first QAT seed)"}
+SELECTORS = search.SELECTORS  # fast rows from before --select_with were judged on the proxy split
 UNIFORM_ORDER = ("W8A8", "W8A4", "W8A2", "W4A8", "W4A4", "W4A2", "W2A8", "W2A4", "W2A2")
 
 
@@ -63,10 +58,8 @@ def define_flags():
     flags.DEFINE_list("test_samples", ["ds_cnn=2000", "mobilenet_v1=2000", "res8=2000"],
                       "model=N: evaluate on the first N test samples (models not named: all).")
     flags.DEFINE_enum("select_with", "qat", list(SELECTORS),
-                      "How the fast search judges its few ILP candidates: 'proxy' = PTQ accuracy "
-                      "on the proxy split (as its sensitivities); 'val' = PTQ accuracy on the whole "
-                      "validation split; 'qat' = accuracy on the whole validation split after the "
-                      "fine-tuning every reported policy gets (first --finetune_seeds seed).")
+                      "How the fast search judges its few ILP candidates: " + "; ".join(
+                          f"'{k}' = {v}" for k, v in SELECTORS.items()) + ".")
     flags.DEFINE_integer("episodes", 40, "RL episodes.")
     flags.DEFINE_integer("warmup", None, "RL random warm-up episodes (default episodes // 5).")
     flags.DEFINE_enum("mode", "concurrent", ["concurrent", "independent"], "Search mode (W+A).")
@@ -161,21 +154,6 @@ def _finetune_data(setup):
     return (ds.features("train", idx), ds.labels("train", idx)), n
 
 
-def make_selector(setup):
-    """The candidate scorer of the fast search (--select_with), or None for the proxy split."""
-    from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
-
-    ds = setup.dataset
-    if FLAGS.select_with == "proxy":
-        return None
-    if FLAGS.select_with == "val":
-        return ProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, seed=FLAGS.seed)
-    return QATProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val,
-                             train_data=_finetune_data(setup)[0], epochs=FLAGS.finetune_epochs,
-                             lr=FLAGS.finetune_lr, finetune_batch_size=FLAGS.finetune_batch_size,
-                             seed=_finetune_seeds()[0])
-
-
 def _finetune_seeds():
     return tuple(int(s) for s in FLAGS.finetune_seeds)
 
@@ -255,7 +233,10 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
         found = search.run_fast(mm, evaluator, flash, ram, FLAGS.mode, FLAGS.progress,
                                 os.path.join(work, "search.png"),
                                 f"{setup.name}: fast search (sensitivity + ILP)",
-                                selector=make_selector(setup))
+                                selector=search.make_selector(
+                                    setup, FLAGS.select_with, _finetune_data(setup)[0],
+                                    FLAGS.finetune_epochs, FLAGS.finetune_lr,
+                                    FLAGS.finetune_batch_size, _finetune_seeds()[0]))
         found["extra"]["selector"] = FLAGS.select_with
     else:
         warmup = FLAGS.warmup if FLAGS.warmup is not None else max(1, FLAGS.episodes // 5)

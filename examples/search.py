@@ -53,6 +53,10 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Seed of the data draws and of the RL agent.")
     flags.DEFINE_boolean("resume", False, "Resume the RL search from <output>/state.pkl.")
     flags.DEFINE_boolean("progress", True, "Show tqdm progress bars.")
+    flags.DEFINE_enum("select_with", "val", list(SELECTORS),
+                      "Fast search: how its few ILP candidates are judged: " + "; ".join(
+                          f"'{k}' = {v}" for k, v in SELECTORS.items()) + " (here: max(1, "
+                      "--finetune_epochs) epochs on the training split).")
     flags.DEFINE_enum("reward", "ptq", ["ptq", "qat"],
                       "Score of a policy: proxy accuracy after PTQ, or after one epoch of QAT.")
     flags.DEFINE_integer("qat_samples", 2000, "Labelled training samples the QAT reward fine-tunes on "
@@ -322,6 +326,31 @@ def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64):
     return ProxyEvaluator(setup.model, setup.calib, setup.x_proxy, setup.y_proxy, seed=seed)
 
 
+# How the fast search judges its few ILP candidates (--select_with).
+SELECTORS = {"proxy": "PTQ accuracy on the proxy split",
+             "val": "PTQ accuracy on the whole validation split",
+             "qat": "accuracy on the whole validation split after the same QAT as the reported "
+                    "policies (first QAT seed)"}
+
+
+def make_selector(setup, kind, train_data=None, epochs=1, lr=1e-4, batch_size=64, seed=0):
+    """The fast search's candidate judge (``SELECTORS``): None (= the proxy evaluator), PTQ on
+    the whole validation split, or ``epochs`` of QAT on ``train_data`` then the validation
+    split. The candidates are few, so they can afford a larger split and the fine-tuning the
+    chosen policy will get, which the many sensitivity probes cannot."""
+    from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
+
+    if kind not in SELECTORS:
+        raise app.UsageError(f"unknown candidate judge {kind!r}; choose from {list(SELECTORS)}")
+    ds = setup.dataset
+    if kind == "proxy":
+        return None
+    if kind == "val":
+        return ProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, seed=seed)
+    return QATProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, train_data=train_data,
+                             epochs=epochs, lr=lr, finetune_batch_size=batch_size, seed=seed)
+
+
 def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_path=None,
              title="", selector=None):
     """Fast search (sensitivity + ILP; ``selector`` judges the ILP candidates, default the
@@ -395,8 +424,13 @@ def main(argv):
                                FLAGS.finetune_batch_size)
     plot_path = os.path.join(FLAGS.output, "search.png")
     if FLAGS.method == "fast":
+        selector = make_selector(setup, FLAGS.select_with, (dataset.x_train, dataset.y_train),
+                                 max(1, FLAGS.finetune_epochs), FLAGS.finetune_lr,
+                                 FLAGS.finetune_batch_size, FLAGS.seed)
         found = run_fast(mm, evaluator, flash, ram, FLAGS.mode, FLAGS.progress, plot_path,
-                         f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}")
+                         f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}",
+                         selector=selector)
+        found["extra"]["selector"] = FLAGS.select_with
     else:
         config = RLConfig(episodes=FLAGS.episodes, mode=FLAGS.mode, seed=FLAGS.seed,
                           reward=FLAGS.reward,
@@ -418,8 +452,9 @@ def main(argv):
         f.write(policy.to_json(indent=1))
     m1, m2 = memory(model, policy)
     print(f"search {'stopped' if extra.get('interrupted') else 'done'} in {seconds:.0f}s: {policy} "
-          f"M1 {m1:,} B M2 {m2:,} B, proxy accuracy "
-          f"{proxy_acc:.2f}%")
+          f"M1 {m1:,} B M2 {m2:,} B, " + (f"judged ({SELECTORS[FLAGS.select_with]}) "
+                                           if FLAGS.method == "fast" else "proxy accuracy ")
+          + f"{proxy_acc:.2f}%")
     float_acc = accuracy(model, x_test, y_test)
     test_acc = accuracy(tfq_tiny.quantize_model(model, policy, calib, seed=FLAGS.seed),
                         x_test, y_test)
