@@ -549,7 +549,8 @@ def benchmark_report(rows):
             for r in rows if r["method"] == "rl" and r["model"] in models}))
         + ", other settings as `RLConfig` defaults (hidden 300x300, noise sigma 0.5 decaying "
         "0.99, buffer 2000, batch 64). Search time counts the RL episodes or the sensitivities "
-        "+ ILP, not the loading, memory model or fine-tuning.",
+        "+ ILP + judging the candidates (with the 'qat' judge, one QAT per distinct candidate), "
+        "not the loading, memory model or the reported policies' fine-tuning.",
         "- Fine-tuning: every searched policy and uniform W4A4 (and the best fitting uniform "
         "policy when it is another) get the same QAT budget: "
         + "; ".join(f"{', '.join(names)}: {e} epoch(s), Adam lr {lr}, batch {b}, QAT seed(s) "
