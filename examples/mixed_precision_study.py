@@ -44,7 +44,10 @@ UNIFORM_ORDER = ("W8A8", "W8A4", "W8A2", "W4A8", "W4A4", "W4A2", "W2A8", "W2A4",
 def define_flags():
     flags.DEFINE_list("models", list(BENCHMARK_MODELS) + [M224],
                       f"Models: {', '.join(BENCHMARK_MODELS)} and/or {M224} (memory-only study).")
-    flags.DEFINE_list("methods", ["fast", "rl"], "Searches to run: fast and/or rl.")
+    flags.DEFINE_list("methods", ["fast", "rl"],
+                      "Searches to run: fast and/or rl; 'ceiling' adds the FLASH-lifted "
+                      "reference (the fast policy's activations, every weight at 8 bits; needs "
+                      "the fast row).")
     flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR).")
     flags.DEFINE_integer("seed", 0, "Seed of the data draws, the RL agent and the QAT order.")
     flags.DEFINE_integer("calibration_samples", 512, "Unlabeled calibration samples (train split).")
@@ -271,6 +274,31 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
             "cell_seconds": time.perf_counter() - start, **keep}
 
 
+def ceiling_cell(setup, mm, fast_row):
+    """How far any policy could beat uniform at this RAM budget if FLASH were free: the fast
+    policy's activation bits (RAM-feasible, chosen by the search) with every weight at 8 bits,
+    quantized and fine-tuned like every reported policy. A model whose ceiling is not >= 1 point
+    over uniform after QAT cannot reach the bar by any choice of weight bits."""
+    from tfq_tiny import BitPolicy
+    from tfq_tiny.search import memory
+    from tfq_tiny.search.memory import WEIGHT
+
+    start = time.perf_counter()
+    assignment = mm.assignment(BitPolicy.from_config(fast_row["policy"]))
+    assignment.update({v.key: max(mm.choices) for v in mm.variables if v.kind == WEIGHT})
+    policy = mm.policy(assignment)
+    m1, m2 = memory(setup.model, policy)
+    test_acc = _ptq_accuracy(setup, policy)
+    _log(f"{setup.name} ceiling: M1 {m1:,} M2 {m2:,}, PTQ test {test_acc:.2f}%; QAT fine-tuning")
+    ft = _finetune(setup, policy, test_acc, "ceiling")
+    return {"model": setup.name, "method": "ceiling", "policy": policy.get_config(),
+            "fast_policy": fast_row["policy"],
+            "bits": {str(v): int(assignment[v.key]) for v in mm.variables},
+            "flash": m1, "ram": m2, "test_accuracy_ptq": test_acc,
+            "test_accuracy_finetuned": ft["test_accuracy_after"], "finetune": ft,
+            "cell_seconds": time.perf_counter() - start}
+
+
 def _best_episode(history):
     best, at = None, None
     for h in history:
@@ -303,6 +331,13 @@ def run_model(name, done):
         _log(f"{name}: cell {method}")
         if method == "uniform":
             row = uniform_cell(setup, mm, flash, ram)
+        elif method == "ceiling":
+            fast = next((r for r in read_cells(_cells_path())
+                         if (r["model"], r["method"]) == (name, "fast") and _current(r)), None)
+            if fast is None:
+                _log(f"{name}: no current fast row; run --methods=fast first (ceiling skipped)")
+                continue
+            row = ceiling_cell(setup, mm, fast)
         else:
             if evaluator is None:
                 evaluator = search.make_evaluator(setup, "ptq", FLAGS.seed)
@@ -575,6 +610,7 @@ def benchmark_report(rows):
     lines += ["", "Commands that produced the rows (cells are resumable, so a study can span "
               "several invocations):", "", "```bash"] + commands + ["```", ""]
     summary = {"fast": [0, 0], "rl": [0, 0], "either": [0, 0]}
+    ceilings = {}
     for m in models:
         u = by[(m, "uniform")]
         best = u["best_fitting_uniform"]
@@ -615,6 +651,15 @@ def benchmark_report(rows):
                          f"{'yes' if r['fits'] else 'NO'} | {_f(r['test_accuracy_ptq'])} | "
                          f"{_qat_cell(r['finetune'])} | {d_ptq:+.2f} / "
                          f"{_f(d_ft) if d_ft is None else f'{d_ft:+.2f}'} | {secs} |")
+        c = by.get((m, "ceiling"))
+        if c is not None:
+            c_ptq = c["test_accuracy_ptq"] - best["test_accuracy"] if best else None
+            c_ft = c["test_accuracy_finetuned"] - best_ft if best_ft is not None else None
+            ceilings[m] = c_ft
+            signed = lambda d: _f(d) if d is None else f"{d:+.2f}"  # noqa: E731
+            lines.append(f"| ceiling: fast's activations, every weight 8-bit | {c['flash']:,} | "
+                         f"{c['ram']:,} | FLASH lifted | {_f(c['test_accuracy_ptq'])} | "
+                         f"{_qat_cell(c['finetune'])} | {signed(c_ptq)} / {signed(c_ft)} | |")
         lines.append("")
         for method, (d_ptq, d_ft) in gains.items():
             summary[method][0] += d_ptq is not None and d_ptq >= 1.0
@@ -674,6 +719,18 @@ def benchmark_report(rows):
               f"**{verdict(summary['either'][1])}**; with PTQ only (no fine-tuning) "
               f"{summary['either'][0]} of {len(done)}, bar **{verdict(summary['either'][0])}**.",
               ""]
+    if ceilings:
+        reach = [m for m, d in ceilings.items() if d is not None and d >= 1.0]
+        lines += [f"How much room the bar leaves: the ceiling row of each model keeps the fast "
+                  f"policy's activation bits (so the RAM budget holds) and lifts the FLASH budget "
+                  f"(every weight at 8 bits), with the same QAT. It reaches +1 point after QAT on "
+                  f"{len(reach)} of the {len(ceilings)} models measured"
+                  f"{' (' + ', '.join(reach) + ')' if reach else ''}: "
+                  + ", ".join(f"{m} {'n/a' if d is None else f'{d:+.2f}'}"
+                              for m, d in ceilings.items())
+                  + ". Where even this falls short, no choice of weight bits under the FLASH "
+                  "budget reaches the bar with these activation bits; what holds such a model "
+                  "back is the activations the RAM budget keeps at 4 bits or fewer.", ""]
     return "\n".join(lines)
 
 
@@ -801,6 +858,14 @@ def _current(row):
                                      row.get("selector", "proxy") == FLAGS.select_with))
 
 
+def done_cells(rows):
+    """(model, method) of the recorded cells a run skips: current (``_current``), and a ceiling
+    only while it was built from the model's current fast policy."""
+    fast_policy = {r["model"]: r["policy"] for r in rows if r["method"] == "fast" and _current(r)}
+    return {(r["model"], r["method"]) for r in rows if _current(r) and (
+        r["method"] != "ceiling" or r.get("fast_policy") == fast_policy.get(r["model"]))}
+
+
 def _fast_version(row):
     """The fast-search algorithm a row was made with (``knapsack.FAST_SEARCH_VERSION``)."""
     return row.get("fast_search_version", 2 if "sensitivity_anchor" in row else 1)
@@ -813,9 +878,9 @@ def main(argv):
         write_reports()
         return
     unknown = set(FLAGS.models) - set(BENCHMARK_MODELS) - {M224}
-    if unknown or set(FLAGS.methods) - {"fast", "rl"}:
+    if unknown or set(FLAGS.methods) - {"fast", "rl", "ceiling"}:
         raise app.UsageError(f"unknown models {sorted(unknown)} or methods {FLAGS.methods}")
-    done = {(r["model"], r["method"]) for r in read_cells(_cells_path()) if _current(r)}
+    done = done_cells(read_cells(_cells_path()))
     try:
         for name in FLAGS.models:
             if name == M224:

@@ -57,6 +57,16 @@ def test_a_cell_counts_only_when_made_as_todays_study_would_make_it(settings):
     assert study._current(_row("rl", finetune=_ft(seeds=[0, 1, 2])))
 
 
+def test_a_ceiling_counts_only_while_built_from_the_current_fast_policy(settings):
+    fast = _row("fast", sensitivity_anchor=4, fast_search_version=FAST_SEARCH_VERSION,
+                policy={"weight_bits": 4})
+    ceiling = _row("ceiling", fast_policy={"weight_bits": 4})
+    assert ("ds_cnn", "ceiling") in study.done_cells([fast, ceiling])
+    assert ("ds_cnn", "ceiling") not in study.done_cells(
+        [{**fast, "policy": {"weight_bits": 2}}, ceiling]), "the fast policy changed"
+    assert ("ds_cnn", "ceiling") not in study.done_cells([ceiling]), "no fast row"
+
+
 def test_qat_cells_show_the_spread_over_seeds_and_untimed_rows_say_so():
     one = _ft()
     three = _ft(test_accuracy_after_each=[79.0, 80.0, 81.0], test_accuracy_after_std=0.8165)
