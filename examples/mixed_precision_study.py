@@ -71,6 +71,10 @@ def define_flags():
                       "model=N: QAT on N training samples (seeded draw; models not named: the "
                       "whole training split).")
     flags.DEFINE_float("finetune_lr", 1e-4, "QAT Adam learning rate.")
+    flags.DEFINE_boolean("finetune_restore_best", False,
+                         "Keep the QAT epoch (0 = the PTQ model) with the best accuracy on the "
+                         "validation split (FineTuner restore_best). Off: the recorded rows ran "
+                         "without it.")
     flags.DEFINE_integer("finetune_batch_size", 64, "QAT batch size.")
     flags.DEFINE_list("finetune_seeds", ["0"], "QAT sample-order seeds: every fine-tuned policy "
                       "is fine-tuned once per seed and reported as the mean (one QAT epoch "
@@ -173,7 +177,8 @@ def _finetune(setup, policy, before, tag):
         runs.append(search.finetune_policy(
             setup.model, policy, setup.calib, data, setup.x_test, setup.y_test, before,
             FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size, directory,
-            FLAGS.progress, seed))
+            FLAGS.progress, seed, (setup.dataset.x_val, setup.dataset.y_val)
+            if FLAGS.finetune_restore_best else None))
     after = [r["test_accuracy_after"] for r in runs]
     seconds = [r["seconds"] for r in runs]
     first = {k: v for k, v in runs[0].items() if k != "history"}
@@ -589,7 +594,10 @@ def benchmark_report(rows):
         "- Fine-tuning: every searched policy and uniform W4A4 (and the best fitting uniform "
         "policy when it is another) get the same QAT budget: "
         + "; ".join(f"{', '.join(names)}: {e} epoch(s), Adam lr {lr}, batch {b}, QAT seed(s) "
-                    f"{', '.join(map(str, seeds))}" for (e, lr, b, seeds), names in
+                    f"{', '.join(map(str, seeds))}"
+                    + (", the epoch (0 = PTQ) with the best validation accuracy kept" if best
+                       else "")
+                    for (e, lr, b, seeds, best), names in
                     sorted(_models_by_finetune(rows, models).items()))
         + " (the mean over seeds is reported), same seeded sample order per seed "
         "(`tfq_tiny.qat.FineTuner`).",
@@ -849,8 +857,10 @@ def _models_by_finetune(rows, models):
 
 
 def _finetune_settings(ft):
-    """(epochs, lr, batch size, QAT seeds); rows from before seeds were recorded used one, 0."""
-    return ft["epochs"], ft["lr"], ft["batch_size"], tuple(ft.get("seeds", (0,)))
+    """(epochs, lr, batch size, QAT seeds, restore best); rows from before seeds were recorded
+    used one, 0, and none kept a best epoch."""
+    return ft["epochs"], ft["lr"], ft["batch_size"], tuple(ft.get("seeds", (0,))), \
+        bool(ft.get("restore_best", False))
 
 
 def _current(row):
@@ -862,7 +872,7 @@ def _current(row):
     if row["model"] == M224:
         return True
     wanted = (FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
-              _finetune_seeds())
+              _finetune_seeds(), FLAGS.finetune_restore_best)
     return row.get("proxy_split") == PROXY_SPLIT and \
         row.get("checkpoint_sha256") == checkpoint_sha256(row["model"]) and \
         all(_finetune_settings(ft) == wanted for ft in _finetunes(row)) and \

@@ -65,6 +65,8 @@ def define_flags():
                          "the training split (0 = none).")
     flags.DEFINE_float("finetune_lr", 1e-4, "Adam learning rate of the QAT fine-tuning (HAQ: 1e-4).")
     flags.DEFINE_integer("finetune_batch_size", 64, "Batch size of the QAT fine-tuning.")
+    flags.DEFINE_boolean("finetune_restore_best", True, "Keep the fine-tuning epoch (0 = the PTQ "
+                         "model) with the best accuracy on the validation split.")
 
 
 def _machine():
@@ -215,9 +217,11 @@ def _stop_on_signals():
 
 
 def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, epochs, lr=1e-4,
-                    batch_size=64, directory=None, progress=True, seed=0):
+                    batch_size=64, directory=None, progress=True, seed=0, validation_data=None):
     """QAT of ``policy`` (quantized as the search scores it) on ``train_data``; resumable from
-    ``directory`` (the fine-tuned model is saved there as model.h5). Returns the record."""
+    ``directory`` (the fine-tuned model is saved there as model.h5). With ``validation_data``
+    the weights of the best validation accuracy are kept (``FineTuner(restore_best=True)``;
+    epoch 0, the PTQ model, included). Returns the record."""
     import tfq_tiny
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.qat import FineTuner
@@ -225,7 +229,8 @@ def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, ep
     qmodel = tfq_tiny.quantize_model(model, policy, calib, seed=seed)
     tuner = FineTuner(epochs, lr, batch_size, checkpoint_dir=directory,
                       log_dir=os.path.join(directory, "logs") if directory else None,
-                      progress=progress, seed=seed)
+                      progress=progress, seed=seed, validation_data=validation_data,
+                      restore_best=validation_data is not None)
     start = time.perf_counter()
     tuner.run(qmodel, train_data)
     seconds = time.perf_counter() - start
@@ -236,7 +241,9 @@ def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, ep
         tfq_tiny.save_model(qmodel, saved)
     print(f"QAT fine-tuning, {epochs} epoch(s): test accuracy {before:.2f}% -> {after:.2f}%")
     epoch_seconds = [h.get("epoch_seconds") for h in tuner.history]
-    return {"epochs": epochs, "lr": lr, "batch_size": batch_size,
+    keep = {"restore_best": True, "restored_epoch": tuner.restored_epoch} \
+        if validation_data is not None else {}
+    return {"epochs": epochs, "lr": lr, "batch_size": batch_size, **keep,
             "train_samples": len(train_data[0]), "test_accuracy_before": before,
             "test_accuracy_after": after, "history": tuner.history, "seconds_this_run": seconds,
             "seconds": None if None in epoch_seconds else sum(epoch_seconds), "model": saved}
@@ -473,7 +480,8 @@ def main(argv):
         extra["finetune"] = finetune_policy(
             model, policy, calib, (dataset.x_train, dataset.y_train), x_test, y_test, test_acc,
             FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
-            os.path.join(FLAGS.output, "finetune"), FLAGS.progress, FLAGS.seed)
+            os.path.join(FLAGS.output, "finetune"), FLAGS.progress, FLAGS.seed,
+            (dataset.x_val, dataset.y_val) if FLAGS.finetune_restore_best else None)
     summary = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "model": FLAGS.model, "dataset": dataset.name, "method": FLAGS.method,

@@ -15,7 +15,7 @@ from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION  # noqa: E402
 def settings(monkeypatch):
     monkeypatch.setattr(study, "FLAGS", types.SimpleNamespace(
         finetune_epochs=1, finetune_lr=1e-4, finetune_batch_size=64, finetune_seeds=["0"],
-        seed=0, select_with="proxy"))
+        seed=0, select_with="proxy", finetune_restore_best=False))
     monkeypatch.setattr(study, "checkpoint_sha256", lambda name: "abc")
     return study.FLAGS
 

@@ -93,6 +93,40 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(small_conv1d, sig
                  **{**settings, "epochs": 1, "lr": 2e-3})
 
 
+def test_restore_best_keeps_the_start_when_training_hurts_validation(small_conv1d, signals,
+                                                                    tmp_path):
+    """Training on wrong labels lowers the accuracy on the true ones; restore_best ends where
+    the run began (epoch 0), also when the run was cut and resumed from its checkpoint."""
+    from tfq_tiny.qat.finetune import finalize_qparams
+
+    y = _teacher_labels(small_conv1d, signals)
+    wrong = ((signals, (y + 1) % 3))
+    settings = dict(epochs=2, lr=1e-2, batch_size=16, progress=False,
+                    validation_data=(signals, y))
+    start = finalize_qparams(tfq_tiny.quantize_model(small_conv1d, "w8a8", signals))
+    plain = tfq_tiny.quantize_model(small_conv1d, "w8a8", signals)
+    FineTuner(**settings).run(plain, wrong)
+    assert not all(np.array_equal(a, b) for a, b in zip(start.get_weights(), plain.get_weights()))
+    kept = tfq_tiny.quantize_model(small_conv1d, "w8a8", signals)
+    tuner = FineTuner(restore_best=True, **settings)
+    tuner.run(kept, wrong)
+    assert tuner.restored_epoch == 0
+    for a, b in zip(start.get_weights(), kept.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    cut = tfq_tiny.quantize_model(small_conv1d, "w8a8", signals)
+    with pytest.raises(KeyboardInterrupt):
+        FineTuner(restore_best=True, checkpoint_dir=str(tmp_path), callbacks=[_StopAt(1, 1)],
+                  **settings).run(cut, wrong)
+    resumed = tfq_tiny.quantize_model(small_conv1d, "w8a8", signals)
+    tuner = FineTuner(restore_best=True, checkpoint_dir=str(tmp_path), **settings)
+    tuner.run(resumed, wrong)
+    assert tuner.restored_epoch == 0
+    for a, b in zip(start.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FinetuneError, match="validation_data"):
+        FineTuner(1, restore_best=True)
+
+
 def test_bad_inputs_raise_clean_errors(small_conv1d, signals):
     y = _teacher_labels(small_conv1d, signals)
     with pytest.raises(FinetuneError, match="no quantizers"):

@@ -275,8 +275,9 @@ class _Checkpoint:
         self.fingerprint = fingerprint
         self.path = os.path.join(directory, STATE_FILE) if directory else None
 
-    def restore(self, qmodel, optimizers):
-        """(epochs done, history) after loading a matching state, else (0, [])."""
+    def restore(self, qmodel, optimizers, best):
+        """(epochs done, history) after loading a matching state (and ``best``'s kept
+        weights, score and epoch), else (0, [])."""
         if not self.path or not os.path.exists(self.path):
             return 0, []
         with np.load(self.path, allow_pickle=False) as state:
@@ -289,21 +290,44 @@ class _Checkpoint:
             for j, optimizer in enumerate(optimizers):
                 for k, variable in enumerate(optimizer.variables):
                     variable.assign(state[f"opt{j}_{k}"])
+            if meta.get("best") is not None:
+                best.update(meta["best"], weights=[state[f"best_{i}"]
+                                                  for i in range(meta["model_vars"])])
         return int(meta["epoch"]), list(meta["history"])
 
-    def save(self, qmodel, optimizers, epoch, history):
+    def save(self, qmodel, optimizers, epoch, history, best):
         if not self.path:
             return
         weights = qmodel.get_weights()
         arrays = {f"model_{i}": w for i, w in enumerate(weights)}
+        if best.weights is not None:
+            arrays.update({f"best_{i}": w for i, w in enumerate(best.weights)})
         for j, optimizer in enumerate(optimizers):
             for k, variable in enumerate(optimizer.variables):
                 arrays[f"opt{j}_{k}"] = variable.numpy()
         meta = {"fingerprint": self.fingerprint, "version": STATE_VERSION, "epoch": epoch,
-                "history": history, "model_vars": len(weights)}
+                "history": history, "model_vars": len(weights),
+                "best": None if best.weights is None else best.summary()}
         buffer = io.BytesIO()
         np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)
         atomic_write(self.path, buffer.getvalue())
+
+
+class _Best:
+    """The weights with the highest validation accuracy seen so far (epoch 0 = the start)."""
+
+    def __init__(self):
+        self.weights, self.accuracy, self.epoch = None, None, None
+
+    def offer(self, qmodel, accuracy, epoch):
+        if self.accuracy is None or accuracy > self.accuracy:
+            self.weights, self.accuracy, self.epoch = qmodel.get_weights(), accuracy, epoch
+
+    def update(self, summary, weights):
+        self.accuracy, self.epoch, self.weights = summary["accuracy"], summary["epoch"], weights
+
+    def summary(self):
+        return {"accuracy": self.accuracy, "epoch": self.epoch}
 
 
 def _fingerprint(qmodel, x, y, settings):
@@ -322,11 +346,20 @@ class FineTuner:
     ``history`` holds one record per finished epoch (loss, accuracy and, with validation data,
     val_loss/val_accuracy, as Keras logs them, and its wall time ``epoch_seconds``), including
     the epochs restored from a checkpoint, so a resumed run still knows what the whole cost.
+    With ``restore_best``, ``restored_epoch`` says which epoch's weights were kept when it was
+    not the last (0 = the starting model), else None.
     """
 
     def __init__(self, epochs, lr=1e-4, batch_size=64, checkpoint_dir=None, log_dir=None,
-                 progress=True, validation_data=None, callbacks=(), seed=0, from_logits=None):
+                 progress=True, validation_data=None, callbacks=(), seed=0, from_logits=None,
+                 restore_best=False):
         _check_settings(epochs, lr, batch_size)
+        if restore_best and validation_data is None:
+            raise FinetuneError("restore_best keeps the weights with the best validation "
+                                "accuracy, so it needs validation_data=(x_val, y_val): labelled "
+                                "samples held out from the training data.")
+        self.restore_best = bool(restore_best)
+        self.restored_epoch = None
         self.epochs = int(epochs)
         self.lr = float(lr)
         self.batch_size = int(batch_size)
@@ -341,8 +374,9 @@ class FineTuner:
 
     def settings(self):
         """What, besides the model and the data, determines the result of an epoch."""
-        return {"lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
-                "from_logits": self.from_logits, "version": STATE_VERSION}
+        settings = {"lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
+                    "from_logits": self.from_logits, "version": STATE_VERSION}
+        return settings | ({"restore_best": True} if self.restore_best else {})
 
     def run(self, qmodel, train_data):
         """Fine-tune ``qmodel`` in place on ``train_data`` and return it, ready to export."""
@@ -356,7 +390,12 @@ class FineTuner:
                                  _fingerprint(qmodel, x, y, self.settings() | {
                                      "from_logits": from_logits}))
         trainer = QATModel(qmodel, trained_groups(qmodel, slots, self.lr), from_logits)
-        start, self.history = checkpoint.restore(qmodel, trainer.optimizers)
+        best = _Best()
+        start, self.history = checkpoint.restore(qmodel, trainer.optimizers, best)
+        if self.restore_best and start == 0:
+            logs = trainer.evaluate(*validation, batch_size=self.batch_size, verbose=0,
+                                    return_dict=True)
+            best.offer(qmodel, float(logs["accuracy"]), 0)
         if start and self.progress:
             print(f"QAT: resuming after epoch {start} from {checkpoint.path}")
         callbacks = list(self.callbacks)
@@ -376,16 +415,25 @@ class FineTuner:
                 record = {"epoch": epoch + 1, "epoch_seconds": time.perf_counter() - began}
                 record.update({k: float(v[-1]) for k, v in fit.history.items()})
                 self.history.append(record)
-                checkpoint.save(qmodel, trainer.optimizers, epoch + 1, self.history)
+                if self.restore_best:
+                    best.offer(qmodel, record["val_accuracy"], epoch + 1)
+                checkpoint.save(qmodel, trainer.optimizers, epoch + 1, self.history, best)
         finally:
             if bar is not None:
                 bar.close()
+        self.restored_epoch = None
+        if self.restore_best and best.epoch != self.epochs:
+            qmodel.set_weights(best.weights)
+            self.restored_epoch = best.epoch
+            if self.progress:
+                print(f"QAT: kept the weights of epoch {best.epoch} (validation accuracy "
+                      f"{100 * best.accuracy:.2f} %; epoch 0 = before fine-tuning)")
         return finalize_qparams(qmodel)
 
 
 def finetune(qmodel, train_data, epochs, lr=1e-4, batch_size=64, checkpoint_dir=None,
              log_dir=None, progress=True, validation_data=None, callbacks=(), seed=0,
-             from_logits=None):
+             from_logits=None, restore_best=False):
     """Quantization-aware fine-tuning of a calibrated fake-quant model, in place.
 
     Args:
@@ -402,6 +450,11 @@ def finetune(qmodel, train_data, epochs, lr=1e-4, batch_size=64, checkpoint_dir=
       validation_data: optional labelled ``(x, y)`` evaluated after every epoch.
       callbacks: more Keras callbacks for every epoch's fit.
       from_logits: whether the model outputs logits; None detects a final softmax.
+      restore_best: end with the weights (epoch 0 = the starting model included) of the best
+        validation accuracy, as Keras' ``EarlyStopping(restore_best_weights=True)``; needs
+        ``validation_data``. QAT can lower the accuracy of a good starting point (DS-CNN W8A8,
+        one epoch: 89.05 -> 87.35 % on test), and this keeps fine-tuning from making it worse
+        on held-out data.
 
     Returns:
       ``qmodel``, fine-tuned, with scales positive, zero points on the integer grid, tied
@@ -412,5 +465,5 @@ def finetune(qmodel, train_data, epochs, lr=1e-4, batch_size=64, checkpoint_dir=
       or settings out of range.
     """
     tuner = FineTuner(epochs, lr, batch_size, checkpoint_dir, log_dir, progress,
-                      validation_data, callbacks, seed, from_logits)
+                      validation_data, callbacks, seed, from_logits, restore_best)
     return tuner.run(qmodel, train_data)
