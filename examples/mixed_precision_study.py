@@ -563,8 +563,10 @@ def benchmark_report(rows):
     lines = [
         "# Mixed precision vs uniform at the uniform W4A4 budgets (issue 8, point 8)", "",
         "Made by `examples/mixed_precision_study.py`; raw rows in "
-        "`results/mixed_precision/cells.jsonl`. One seed, so differences of a point or less "
-        "are within noise of the calibration/QAT draws (not measured here).", "",
+        "`results/mixed_precision/cells.jsonl`. The data draws and searches use one seed; QAT "
+        "results are means over the QAT seeds listed below, with their spread (+-) where there "
+        "are several. DS-CNN's QAT seeds alone spread by up to 2.5 points, so differences of "
+        "about a point are within noise.", "",
         "## Set-up", "",
         "- Budgets: FLASH (M1) and RAM (M2) of the model's uniform W4A4 policy in the memory "
         "model (`tfq_tiny.search.MemoryModel`, = `analysis.model_statistics`).",
