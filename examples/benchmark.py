@@ -38,7 +38,8 @@ KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None
 BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
                                                   "bias_tuning_guard", "edge_bits", "edges")}
 # The study's (Zhuo et al. 2022, arXiv:2203.05492) W4A4 opt_round results we have offline
-# (quoted in issue 4); the rest of its Table 2 was not available here. (model, bits, optimize) -> (float, quantized).
+# (quoted in issue 4); the rest of its Table 2 was not available here.
+# (model, bits, optimize) -> (float, quantized).
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
 RECIPE_FIELDS = ("preset", "iterations", "calibration_samples", "test_samples", "preprocess", "init",
                  "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard",

@@ -37,7 +37,6 @@ import search
 FLAGS = flags.FLAGS
 BENCHMARK_MODELS = ("cnn1d", "ds_cnn", "mobilenet_v1", "res8")
 M224 = "mobilenet224"
-SELECTORS = search.SELECTORS  # fast rows from before --select_with were judged on the proxy split
 UNIFORM_ORDER = ("W8A8", "W8A4", "W8A2", "W4A8", "W4A4", "W4A2", "W2A8", "W2A4", "W2A2")
 
 
@@ -60,9 +59,9 @@ def define_flags():
                       "(scaled down for CPU time); reported accuracies always use all of it.")
     flags.DEFINE_list("test_samples", ["ds_cnn=2000", "mobilenet_v1=2000", "res8=2000"],
                       "model=N: evaluate on the first N test samples (models not named: all).")
-    flags.DEFINE_enum("select_with", "qat", list(SELECTORS),
+    flags.DEFINE_enum("select_with", "qat", list(search.SELECTORS),
                       "How the fast search judges its few ILP candidates: " + "; ".join(
-                          f"'{k}' = {v}" for k, v in SELECTORS.items()) + ".")
+                          f"'{k}' = {v}" for k, v in search.SELECTORS.items()) + ".")
     flags.DEFINE_integer("episodes", 40, "RL episodes.")
     flags.DEFINE_integer("warmup", None, "RL random warm-up episodes (default episodes // 5).")
     flags.DEFINE_enum("mode", "concurrent", ["concurrent", "independent"], "Search mode (W+A).")
@@ -242,7 +241,7 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
                                 os.path.join(work, "search.png"),
                                 f"{setup.name}: fast search (sensitivity + ILP)",
                                 selector=search.make_selector(
-                                    setup, FLAGS.select_with, _finetune_data(setup)[0],
+                                    setup, FLAGS.select_with, lambda: _finetune_data(setup)[0],
                                     FLAGS.finetune_epochs, FLAGS.finetune_lr,
                                     FLAGS.finetune_batch_size, _finetune_seeds()[0]))
         found["extra"]["selector"] = FLAGS.select_with
@@ -577,7 +576,7 @@ def benchmark_report(rows):
         "another width with every other at the anchor width, then the exact ILP, solved once "
         "per weight of the measured gains (1, 0.5, 0.25, 0) with the best candidate kept; "
         "from version 4 also around 8 bits, and the best of both anchors' candidates kept; "
-        "candidates judged by " + "; ".join(f"'{k}' = {v}" for k, v in SELECTORS.items())
+        "candidates judged by " + "; ".join(f"'{k}' = {v}" for k, v in search.SELECTORS.items())
         + "; per model (the anchor of the kept candidate, judge): "
         + ", ".join(f"{m} " + (f"anchor {r['sensitivity_anchor']} bits, version "
                                 f"{_fast_version(r)}" if _fast_version(r) > 1 else

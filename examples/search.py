@@ -342,9 +342,10 @@ SELECTORS = {"proxy": "PTQ accuracy on the proxy split",
 
 def make_selector(setup, kind, train_data=None, epochs=1, lr=1e-4, batch_size=64, seed=0):
     """The fast search's candidate judge (``SELECTORS``): None (= the proxy evaluator), PTQ on
-    the whole validation split, or ``epochs`` of QAT on ``train_data`` then the validation
-    split. The candidates are few, so they can afford a larger split and the fine-tuning the
-    chosen policy will get, which the many sensitivity probes cannot."""
+    the whole validation split, or ``epochs`` of QAT on ``train_data()`` (a function returning
+    labelled ``(x, y)``, called only for this judge, so the others never load the training
+    split) then the validation split. The candidates are few, so they can afford a larger split
+    and the fine-tuning the chosen policy will get, which the many sensitivity probes cannot."""
     from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
 
     if kind not in SELECTORS:
@@ -354,8 +355,9 @@ def make_selector(setup, kind, train_data=None, epochs=1, lr=1e-4, batch_size=64
         return None
     if kind == "val":
         return ProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, seed=seed)
-    return QATProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, train_data=train_data,
-                             epochs=epochs, lr=lr, finetune_batch_size=batch_size, seed=seed)
+    return QATProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val,
+                             train_data=train_data(), epochs=epochs, lr=lr,
+                             finetune_batch_size=batch_size, seed=seed)
 
 
 def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_path=None,
@@ -431,7 +433,8 @@ def main(argv):
                                FLAGS.finetune_batch_size)
     plot_path = os.path.join(FLAGS.output, "search.png")
     if FLAGS.method == "fast":
-        selector = make_selector(setup, FLAGS.select_with, (dataset.x_train, dataset.y_train),
+        selector = make_selector(setup, FLAGS.select_with,
+                                 lambda: (dataset.x_train, dataset.y_train),
                                  max(1, FLAGS.finetune_epochs), FLAGS.finetune_lr,
                                  FLAGS.finetune_batch_size, FLAGS.seed)
         found = run_fast(mm, evaluator, flash, ram, FLAGS.mode, FLAGS.progress, plot_path,

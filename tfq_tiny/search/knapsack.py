@@ -150,11 +150,12 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     candidate's anchor, weight, score and memory in ``candidates``. A separate ``selector`` lets
     the few candidates be judged more carefully than the many sensitivity probes: on a larger
     split, or after the fine-tuning the chosen policy will get (``proxy.QATProxyEvaluator``),
-    since which policy is best after QAT need not be which is best straight after PTQ. Two anchors because neither linearisation is known to win
-    everywhere: around the budget's width the candidates stay near uniform (DS-CNN's best),
-    around 8 bits they keep 8-bit tensors where those matter most. The judge matters as much as
-    the pool: on Res8 the 500-sample proxy split kept a candidate 1.5 points worse on the test
-    split than the one QAT on the whole validation split keeps (results/mixed_precision.md).
+    since which policy is best after QAT need not be which is best straight after PTQ. Two
+    anchors because neither linearisation is known to win everywhere: around the budget's width
+    the candidates stay near uniform (DS-CNN's best), around 8 bits they keep 8-bit tensors
+    where those matter most. The judge matters as much as the pool: on Res8 the 500-sample
+    proxy split kept a candidate 1.5 points worse on the test split than the one QAT on the
+    whole validation split keeps (results/mixed_precision.md).
     Returns (Solution, the Sensitivity its candidate came from).
     """
     from tfq_tiny.search.sensitivity import anchor_width, measure_sensitivity
