@@ -74,6 +74,9 @@ def define_flags():
                          "Keep the QAT epoch (0 = the PTQ model) with the best accuracy on the "
                          "validation split (FineTuner restore_best). Off: the recorded rows ran "
                          "without it.")
+    flags.DEFINE_boolean("finetune_dropout", True,
+                         "QAT in training mode, the model's Dropout layers active (FineTuner "
+                         "dropout); rows from before it ran in inference mode.")
     flags.DEFINE_integer("finetune_batch_size", 64, "QAT batch size.")
     flags.DEFINE_list("finetune_seeds", ["0"], "QAT sample-order seeds: every fine-tuned policy "
                       "is fine-tuned once per seed and reported as the mean (one QAT epoch "
@@ -177,7 +180,7 @@ def _finetune(setup, policy, before, tag):
             setup.model, policy, setup.calib, data, setup.x_test, setup.y_test, before,
             FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size, directory,
             FLAGS.progress, seed, (setup.dataset.x_val, setup.dataset.y_val)
-            if FLAGS.finetune_restore_best else None))
+            if FLAGS.finetune_restore_best else None, FLAGS.finetune_dropout))
     after = [r["test_accuracy_after"] for r in runs]
     seconds = [r["seconds"] for r in runs]
     first = {k: v for k, v in runs[0].items() if k != "history"}
@@ -243,7 +246,8 @@ def search_cell(setup, mm, evaluator, flash, ram, method):
                                 selector=search.make_selector(
                                     setup, FLAGS.select_with, lambda: _finetune_data(setup)[0],
                                     FLAGS.finetune_epochs, FLAGS.finetune_lr,
-                                    FLAGS.finetune_batch_size, _finetune_seeds()[0]))
+                                    FLAGS.finetune_batch_size, _finetune_seeds()[0],
+                                    FLAGS.finetune_dropout))
         found["extra"]["selector"] = FLAGS.select_with
     else:
         warmup = FLAGS.warmup if FLAGS.warmup is not None else max(1, FLAGS.episodes // 5)
@@ -598,7 +602,9 @@ def benchmark_report(rows):
                     f"{', '.join(map(str, seeds))}"
                     + (", the epoch (0 = PTQ) with the best validation accuracy kept" if best
                        else "")
-                    for (e, lr, b, seeds, best), names in
+                    + (", Dropout layers active (training mode)" if dropout else
+                       ", no Dropout layer active (none in the model, or inference mode)")
+                    for (e, lr, b, seeds, best, dropout), names in
                     sorted(_models_by_finetune(rows, models).items()))
         + " (the mean over seeds is reported), same seeded sample order per seed "
         "(`tfq_tiny.qat.FineTuner`).",
@@ -858,10 +864,20 @@ def _models_by_finetune(rows, models):
 
 
 def _finetune_settings(ft):
-    """(epochs, lr, batch size, QAT seeds, restore best); rows from before seeds were recorded
-    used one, 0, and none kept a best epoch."""
+    """(epochs, lr, batch size, QAT seeds, restore best, dropout active); rows from before
+    seeds were recorded used one, 0, and none kept a best epoch or trained with dropout."""
     return ft["epochs"], ft["lr"], ft["batch_size"], tuple(ft.get("seeds", (0,))), \
-        bool(ft.get("restore_best", False))
+        bool(ft.get("restore_best", False)), ft.get("dropout_layers", 0) > 0
+
+
+@functools.lru_cache(maxsize=None)
+def _has_dropout(name):
+    """Whether the shipped model ``name`` has layers that QAT's training mode makes act."""
+    from tfq_tiny import models
+    from tfq_tiny._compat import keras
+    from tfq_tiny.qat.finetune import noise_layers
+    return bool(noise_layers(keras.models.load_model(models.checkpoint_path(name),
+                                                     compile=False)))
 
 
 def _current(row):
@@ -873,7 +889,8 @@ def _current(row):
     if row["model"] == M224:
         return True
     wanted = (FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
-              _finetune_seeds(), FLAGS.finetune_restore_best)
+              _finetune_seeds(), FLAGS.finetune_restore_best,
+              FLAGS.finetune_dropout and _has_dropout(row["model"]))
     return row.get("proxy_split") == PROXY_SPLIT and \
         row.get("checkpoint_sha256") == checkpoint_sha256(row["model"]) and \
         all(_finetune_settings(ft) == wanted for ft in _finetunes(row)) and \

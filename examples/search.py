@@ -67,6 +67,8 @@ def define_flags():
     flags.DEFINE_integer("finetune_batch_size", 64, "Batch size of the QAT fine-tuning.")
     flags.DEFINE_boolean("finetune_restore_best", True, "Keep the fine-tuning epoch (0 = the PTQ "
                          "model) with the best accuracy on the validation split.")
+    flags.DEFINE_boolean("finetune_dropout", True, "QAT (fine-tuning, QAT reward and judge) in "
+                         "training mode, the model's Dropout layers active (FineTuner dropout).")
 
 
 def _machine():
@@ -217,11 +219,13 @@ def _stop_on_signals():
 
 
 def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, epochs, lr=1e-4,
-                    batch_size=64, directory=None, progress=True, seed=0, validation_data=None):
+                    batch_size=64, directory=None, progress=True, seed=0, validation_data=None,
+                    dropout=True):
     """QAT of ``policy`` (quantized as the search scores it) on ``train_data``; resumable from
     ``directory`` (the fine-tuned model is saved there as model.h5). With ``validation_data``
     the weights of the best validation accuracy are kept (``FineTuner(restore_best=True)``;
-    epoch 0, the PTQ model, included). Returns the record."""
+    epoch 0, the PTQ model, included); ``dropout`` as ``FineTuner``. Returns the record, with
+    ``dropout_layers``: how many Dropout layers were active."""
     import tfq_tiny
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.qat import FineTuner
@@ -230,7 +234,7 @@ def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, ep
     tuner = FineTuner(epochs, lr, batch_size, checkpoint_dir=directory,
                       log_dir=os.path.join(directory, "logs") if directory else None,
                       progress=progress, seed=seed, validation_data=validation_data,
-                      restore_best=validation_data is not None)
+                      restore_best=validation_data is not None, dropout=dropout)
     start = time.perf_counter()
     tuner.run(qmodel, train_data)
     seconds = time.perf_counter() - start
@@ -244,6 +248,7 @@ def finetune_policy(model, policy, calib, train_data, x_test, y_test, before, ep
     keep = {"restore_best": True, "restored_epoch": tuner.restored_epoch} \
         if validation_data is not None else {}
     return {"epochs": epochs, "lr": lr, "batch_size": batch_size, **keep,
+            "dropout_layers": tuner.dropout_layers,
             "train_samples": len(train_data[0]), "test_accuracy_before": before,
             "test_accuracy_after": after, "history": tuner.history, "seconds_this_run": seconds,
             "seconds": None if None in epoch_seconds else sum(epoch_seconds), "model": saved}
@@ -316,9 +321,9 @@ def load_setup(model_name, data_dir=None, seed=0, calibration_samples=512, proxy
         x_test=x_test, y_test=y_test)
 
 
-def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64):
-    """The proxy scorer of a search: accuracy after PTQ, or after one epoch of QAT on the
-    setup's QAT-reward samples."""
+def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64, dropout=True):
+    """The proxy scorer of a search: accuracy after PTQ, or after one epoch of QAT (``dropout``
+    as ``FineTuner``) on the setup's QAT-reward samples."""
     from tfq_tiny.search.proxy import ProxyEvaluator, QATProxyEvaluator
 
     if reward == "qat":
@@ -328,7 +333,7 @@ def make_evaluator(setup, reward="ptq", seed=0, lr=1e-4, batch_size=64):
         ds = setup.dataset
         return QATProxyEvaluator(
             setup.model, setup.calib, setup.x_proxy, setup.y_proxy, seed=seed, lr=lr,
-            finetune_batch_size=batch_size,
+            finetune_batch_size=batch_size, dropout=dropout,
             train_data=(ds.features("train", setup.qat_idx), ds.labels("train", setup.qat_idx)))
     return ProxyEvaluator(setup.model, setup.calib, setup.x_proxy, setup.y_proxy, seed=seed)
 
@@ -340,7 +345,8 @@ SELECTORS = {"proxy": "PTQ accuracy on the proxy split",
                     "policies (first QAT seed)"}
 
 
-def make_selector(setup, kind, train_data=None, epochs=1, lr=1e-4, batch_size=64, seed=0):
+def make_selector(setup, kind, train_data=None, epochs=1, lr=1e-4, batch_size=64, seed=0,
+                  dropout=True):
     """The fast search's candidate judge (``SELECTORS``): None (= the proxy evaluator), PTQ on
     the whole validation split, or ``epochs`` of QAT on ``train_data()`` (a function returning
     labelled ``(x, y)``, called only for this judge, so the others never load the training
@@ -357,7 +363,7 @@ def make_selector(setup, kind, train_data=None, epochs=1, lr=1e-4, batch_size=64
         return ProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val, seed=seed)
     return QATProxyEvaluator(setup.model, setup.calib, ds.x_val, ds.y_val,
                              train_data=train_data(), epochs=epochs, lr=lr,
-                             finetune_batch_size=batch_size, seed=seed)
+                             finetune_batch_size=batch_size, seed=seed, dropout=dropout)
 
 
 def run_fast(mm, evaluator, flash, ram, mode="concurrent", progress=True, plot_path=None,
@@ -430,13 +436,13 @@ def main(argv):
           f"{ram:,} B (uniform W4A4: {flash_w4a4:,} / {ram_w4a4:,}); minimum reachable "
           f"{mm.minimum()}")
     evaluator = make_evaluator(setup, FLAGS.reward, FLAGS.seed, FLAGS.finetune_lr,
-                               FLAGS.finetune_batch_size)
+                               FLAGS.finetune_batch_size, FLAGS.finetune_dropout)
     plot_path = os.path.join(FLAGS.output, "search.png")
     if FLAGS.method == "fast":
         selector = make_selector(setup, FLAGS.select_with,
                                  lambda: (dataset.x_train, dataset.y_train),
                                  max(1, FLAGS.finetune_epochs), FLAGS.finetune_lr,
-                                 FLAGS.finetune_batch_size, FLAGS.seed)
+                                 FLAGS.finetune_batch_size, FLAGS.seed, FLAGS.finetune_dropout)
         found = run_fast(mm, evaluator, flash, ram, FLAGS.mode, FLAGS.progress, plot_path,
                          f"{FLAGS.model}: fast search (sensitivity + ILP), mode {FLAGS.mode}",
                          selector=selector)
@@ -484,7 +490,8 @@ def main(argv):
             model, policy, calib, (dataset.x_train, dataset.y_train), x_test, y_test, test_acc,
             FLAGS.finetune_epochs, FLAGS.finetune_lr, FLAGS.finetune_batch_size,
             os.path.join(FLAGS.output, "finetune"), FLAGS.progress, FLAGS.seed,
-            (dataset.x_val, dataset.y_val) if FLAGS.finetune_restore_best else None)
+            (dataset.x_val, dataset.y_val) if FLAGS.finetune_restore_best else None,
+            FLAGS.finetune_dropout)
     summary = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "model": FLAGS.model, "dataset": dataset.name, "method": FLAGS.method,

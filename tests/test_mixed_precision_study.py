@@ -15,8 +15,9 @@ from tfq_tiny.search.knapsack import FAST_SEARCH_VERSION  # noqa: E402
 def settings(monkeypatch):
     monkeypatch.setattr(study, "FLAGS", types.SimpleNamespace(
         finetune_epochs=1, finetune_lr=1e-4, finetune_batch_size=64, finetune_seeds=["0"],
-        seed=0, select_with="proxy", finetune_restore_best=False))
+        seed=0, select_with="proxy", finetune_restore_best=False, finetune_dropout=False))
     monkeypatch.setattr(study, "checkpoint_sha256", lambda name: "abc")
+    monkeypatch.setattr(study, "_has_dropout", lambda name: name == "ds_cnn")
     return study.FLAGS
 
 
@@ -55,6 +56,17 @@ def test_a_cell_counts_only_when_made_as_todays_study_would_make_it(settings):
     settings.finetune_seeds = ["0", "1", "2"]
     assert not study._current(_row("rl"))
     assert study._current(_row("rl", finetune=_ft(seeds=[0, 1, 2])))
+
+
+def test_dropout_makes_old_rows_stale_only_for_models_that_have_dropout(settings):
+    settings.finetune_dropout = True
+    assert not study._current(_row("rl")), "ds_cnn has Dropout; the row ran in inference mode"
+    assert study._current(_row("rl", finetune=_ft(dropout_layers=2)))
+    assert not study._current(_row("uniform"))
+    assert study._current(_row("uniform", finetune={"W4A4": _ft(dropout_layers=2)}))
+    assert study._current(_row("rl", model="res8")), "no Dropout: training mode changes nothing"
+    settings.finetune_dropout = False
+    assert not study._current(_row("rl", finetune=_ft(dropout_layers=2)))
 
 
 def test_a_ceiling_counts_only_while_built_from_the_current_fast_policy(settings):

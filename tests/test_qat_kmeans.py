@@ -93,6 +93,45 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(small_conv1d, sig
                  **{**settings, "epochs": 1, "lr": 2e-3})
 
 
+def _with_dropout(model):
+    """``model`` with a Dropout layer in front of its classifier."""
+    layers = keras.layers
+    i = keras.Input(model.input_shape[1:], name="signal")
+    x = i
+    for layer in model.layers[1:-1]:
+        x = layer(x)
+    x = layers.Dropout(0.5, name="drop")(x)
+    return keras.Model(i, model.layers[-1](x))
+
+
+def test_dropout_trains_in_training_mode_and_still_resumes_exactly(small_conv1d, signals,
+                                                                 tmp_path):
+    """Dropout is active during QAT (the weights differ from an inference-mode run), yet its
+    masks come from (seed, epoch): two runs agree, and so does a run cut and resumed."""
+    model = _with_dropout(small_conv1d)
+    y = _teacher_labels(model, signals)
+    settings = dict(epochs=2, lr=1e-3, batch_size=16, progress=False, seed=3)
+
+    def run(**kwargs):
+        qmodel = tfq_tiny.quantize_model(model, "w4a8", signals)
+        tuner = FineTuner(**{**settings, **kwargs})
+        tuner.run(qmodel, (signals, y))
+        return qmodel.get_weights(), tuner
+
+    full, tuner = run(checkpoint_dir=str(tmp_path / "full"))
+    assert tuner.dropout_layers == 1
+    again, _ = run()
+    inference, off = run(dropout=False)
+    assert off.dropout_layers == 0
+    assert not all(np.array_equal(a, b) for a, b in zip(full, inference))
+    with pytest.raises(KeyboardInterrupt):
+        run(checkpoint_dir=str(tmp_path / "cut"), callbacks=[_StopAt(1, 2)])
+    resumed, _ = run(checkpoint_dir=str(tmp_path / "cut"))
+    for a, b, c in zip(full, again, resumed):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
 def test_restore_best_keeps_the_start_when_training_hurts_validation(small_conv1d, signals,
                                                                     tmp_path):
     """Training on wrong labels lowers the accuracy on the true ones; restore_best ends where

@@ -96,25 +96,28 @@ class QATProxyEvaluator(ProxyEvaluator):
     the proxy accuracy. ``train_data`` is the labelled fine-tuning set; it defaults to the proxy
     split itself, which makes the score optimistic (the same samples are fitted and scored);
     pass a disjoint slice of the training split to keep the two apart, as HAQ does.
-    ``lr``/``batch_size`` as ``tfq_tiny.qat.finetune``; the data order is drawn from ``seed``.
+    ``lr``/``batch_size``/``dropout`` as ``tfq_tiny.qat.finetune``; the data order and dropout
+    masks are drawn from ``seed``.
     """
 
     def __init__(self, model, calibration_data, x, y, train_data=None, epochs=1, lr=1e-4,
-                 finetune_batch_size=64, **kwargs):
+                 finetune_batch_size=64, dropout=True, **kwargs):
         super().__init__(model, calibration_data, x, y, **kwargs)
         self.train_data = (self.x, self.y) if train_data is None else train_data
         self.epochs = epochs
         self.lr = lr
         self.finetune_batch_size = finetune_batch_size
+        self.dropout = bool(dropout)
 
     def _identity_parts(self):
         x, y = self.train_data
         return super()._identity_parts() + [
-            "qat", self.epochs, self.lr, self.finetune_batch_size,
+            "qat", self.epochs, self.lr, self.finetune_batch_size, self.dropout,
             hashlib.sha256(np.ascontiguousarray(x).tobytes() +
                            np.ascontiguousarray(y).tobytes()).hexdigest()]
 
     def quantize(self, policy):
         from tfq_tiny.qat import finetune
         return finetune(super().quantize(policy), self.train_data, self.epochs, lr=self.lr,
-                        batch_size=self.finetune_batch_size, progress=False, seed=self.seed)
+                        batch_size=self.finetune_batch_size, progress=False, seed=self.seed,
+                        dropout=self.dropout)
