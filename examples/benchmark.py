@@ -33,17 +33,19 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 # runs recorded before they were part of the key stay valid.
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
               "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False,
-              "bias_tuning_guard": False, "edge_bits": 0, "edges": "input,first_last,residual"}
+              "bias_tuning_guard": False, "edge_bits": 0, "edges": "input,first_last,residual",
+              "activation_init": None}
 # Settings added after runs were recorded: a record without them ran what their default does.
 BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
-                                                  "bias_tuning_guard", "edge_bits", "edges")}
+                                                  "bias_tuning_guard", "edge_bits", "edges",
+                                                  "activation_init")}
 # The study's (Zhuo et al. 2022, arXiv:2203.05492) W4A4 opt_round results we have offline
 # (quoted in issue 4); the rest of its Table 2 was not available here.
 # (model, bits, optimize) -> (float, quantized).
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
 RECIPE_FIELDS = ("preset", "iterations", "calibration_samples", "test_samples", "preprocess", "init",
                  "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard",
-                 "edge_bits", "edges", "checkpoint")
+                 "edge_bits", "edges", "activation_init", "checkpoint")
 
 
 def define_flags():
@@ -60,6 +62,9 @@ def define_flags():
     flags.DEFINE_bool("bias_tuning", True, "Step 4 bias tuning.")
     flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1.")
     flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 (weights and activations).")
+    flags.DEFINE_enum("activation_init", None, ["minmax", "mse", "loss_aware"],
+                      "Step 2 for activations only (default: --init); loss_aware = MSE ranges "
+                      "rescaled for the model output (tfq_tiny.quantization.loss_aware).")
     flags.DEFINE_float("drop_prob", 0.0, "QDrop probability of a float input element.")
     flags.DEFINE_bool("learn_activation_ranges", False, "LSQ on activation ranges as well.")
     flags.DEFINE_bool("bias_tuning_guard", False, "Revert bias tuning that lowers the top-1 "
@@ -80,7 +85,7 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
               calibration_samples=1024, test_samples=0, data_dir=None, drop_prob=0.0,
               learn_activation_ranges=False, bias_tuning_guard=False, edge_bits=0,
-              edges=KEY_EXTRAS["edges"]):
+              edges=KEY_EXTRAS["edges"], activation_init=None):
     """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
 
     ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
@@ -95,7 +100,8 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
                 data_dir=data_dir, checkpoint=file_sha256(models.checkpoint_path(model)),
                 drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges),
                 bias_tuning_guard=bool(bias_tuning_guard), edge_bits=int(edge_bits),
-                edges=edges if isinstance(edges, str) else ",".join(edges))
+                edges=edges if isinstance(edges, str) else ",".join(edges),
+                activation_init=None if activation_init in (None, init) else activation_init)
 
 
 def cell_key(cell):
@@ -166,7 +172,8 @@ def run_cell(cell):
         x_test, y_test = x_test[:cell["test_samples"]], y_test[:cell["test_samples"]]
     overrides = dict(optimize=cell["optimize"], granularity=cell["granularity"],
                      bias_tuning=cell["bias_tuning"], preprocess=cell["preprocess"],
-                     weight_init=cell["init"], activation_init=cell["init"], seed=cell["seed"],
+                     weight_init=cell["init"],
+                     activation_init=cell.get("activation_init") or cell["init"], seed=cell["seed"],
                      drop_prob=cell["drop_prob"],
                      learn_activation_ranges=cell["learn_activation_ranges"],
                      bias_tuning_guard=cell["bias_tuning_guard"])
@@ -190,7 +197,8 @@ def run_cell(cell):
             "policy": policy.get_config(),
             "float_accuracy": float_acc, "accuracy": quant_acc, "drop": float_acc - quant_acc,
             "ptq_seconds": seconds, "test_samples_used": len(y_test),
-            "units": pipeline.history, "stats": stats, "code": code_version(),
+            "units": pipeline.history, "range_refinement": pipeline.range_refinement,
+            "stats": stats, "code": code_version(),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}
 
 
@@ -338,7 +346,7 @@ def main(argv):
                        FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
                        FLAGS.test_samples, FLAGS.data_dir, FLAGS.drop_prob,
                        FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard, FLAGS.edge_bits,
-                       FLAGS.edges)
+                       FLAGS.edges, FLAGS.activation_init)
              for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
              for g in FLAGS.granularity for s in FLAGS.seeds
              if not (o == "bits" and g == "block")]

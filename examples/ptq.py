@@ -35,7 +35,9 @@ flags.DEFINE_bool("bias_tuning_guard", True, "Keep tuned biases only if the top-
                   "the study's plain bias tuning).")
 flags.DEFINE_enum("init", "mse", ["minmax", "mse"], "Step 2 range init (weights and activations).")
 flags.DEFINE_enum("weight_init", None, ["minmax", "mse"], "Weight init (overrides --init).")
-flags.DEFINE_enum("activation_init", None, ["minmax", "mse"], "Activation init (overrides --init).")
+flags.DEFINE_enum("activation_init", None, ["minmax", "mse", "loss_aware"],
+                  "Activation init (overrides --init); loss_aware = MSE ranges rescaled for the "
+                  "model output (tfq_tiny.quantization.loss_aware).")
 flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1 preprocessing.")
 flags.DEFINE_enum("preset", "paper", ["paper", "fast"], "Iteration preset.")
 flags.DEFINE_integer("iterations", None, "Reconstruction iterations per unit (overrides preset).")
@@ -107,7 +109,7 @@ def main(argv):
         "calibration_samples": len(calib), "test_samples": len(dataset.y_test),
         "float_accuracy": float_acc, "quantized_accuracy": quant_acc,
         "accuracy_drop": float_acc - quant_acc, "ptq_seconds": seconds,
-        "units": pipeline.history,
+        "units": pipeline.history, "range_refinement": pipeline.range_refinement,
         "statistics": {"macs": stats.macs, "params": stats.params, "bops": stats.bops,
                        "weight_bytes": stats.weight_bytes,
                        "peak_activation_bytes": stats.peak_activation_bytes},

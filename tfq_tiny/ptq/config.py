@@ -8,6 +8,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from tfq_tiny.quantization.range_init import ACTIVATION_INIT_METHODS
+
 OPTIMIZERS = ("none", "qparam", "weights", "bits", "round")
 GRANULARITIES = ("layer", "block")
 PREPROCESS = {"none": ("bn_fold",), "bn_fold": ("bn_fold",), "cle": ("bn_fold", "cle")}
@@ -19,6 +21,9 @@ BEFORE_FIELD_EXISTED = {"bias_tuning_guard": False}
 class PTQConfig:
     """One PTQ recipe (the four steps of the unified pipeline plus loop settings).
 
+    ``activation_init="loss_aware"`` starts from the MSE ranges and rescales each activation
+    range for the model output (``tfq_tiny.quantization.loss_aware``, after LAPQ); the study's
+    inits are ``minmax`` and ``mse``.
     ``learn_activation_ranges`` adds the unit's activation scales and zero points (LSQ) to
     whatever the optimiser learns, as BRECQ and QDrop do for W4A4; ``drop_prob`` is QDrop's
     probability of feeding a unit the float value of an input element instead of the
@@ -59,7 +64,7 @@ class PTQConfig:
     def __post_init__(self):
         checks = [("preprocess", self.preprocess, tuple(PREPROCESS)),
                   ("weight_init", self.weight_init, ("minmax", "mse")),
-                  ("activation_init", self.activation_init, ("minmax", "mse")),
+                  ("activation_init", self.activation_init, ACTIVATION_INIT_METHODS),
                   ("optimize", self.optimize, OPTIMIZERS),
                   ("granularity", self.granularity, GRANULARITIES)]
         for name, value, allowed in checks:

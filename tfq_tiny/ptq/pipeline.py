@@ -89,6 +89,7 @@ class PTQPipeline:
         self.progress = progress
         self.checkpoint_dir = checkpoint_dir
         self.history = []
+        self.range_refinement = []
 
     def _unit_callbacks(self, name):
         callbacks = list(self.callbacks)
@@ -111,7 +112,8 @@ class PTQPipeline:
         float_model = preprocess(plain, cfg.preprocess_steps)
         init = {"weights": cfg.weight_init, "activations": cfg.activation_init}
         qmodel = build_quantized_model(float_model, policy, init, configs)
-        calibrate(qmodel, float_model, calib, seed=cfg.seed)
+        self.range_refinement = []
+        calibrate(qmodel, float_model, calib, seed=cfg.seed, refinement_log=self.range_refinement)
         checkpoint = _Checkpoint(self.checkpoint_dir, _fingerprint(model, calib, policy, cfg))
         self.history = checkpoint.restore(qmodel)
         done = {record["unit"] for record in self.history}

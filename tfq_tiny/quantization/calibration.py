@@ -114,12 +114,16 @@ def _is_batched(dataset):
         spec.shape.rank > 0 and spec.shape[0] is None
 
 
-def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
+def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0,
+              refinement_log=None):
     """Initialise every quantizer of ``qmodel`` from weights and float activations.
 
     Weight ranges come from the kernels; activation ranges from ``float_model`` (the
     preprocessed float model with the same layer names) run on ``calibration_data``, which
-    may be None only when no activation needs observing (weights-only policies).
+    may be None only when no activation needs observing (weights-only policies). Activation
+    quantizers with ``init="loss_aware"`` start from their MSE range, which
+    ``loss_aware.refine_activation_ranges`` then rescales for the model output; its records
+    are appended to ``refinement_log`` when one is given.
     """
     slots = quantizer_slots(qmodel)
     for slot in slots:
@@ -140,15 +144,29 @@ def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
             for observer, out in zip(observers, outputs):
                 observer.update(out.numpy())
         for slot, observer in zip(observed, observers):
-            set_qparams(slot, *observer.qparams(slot.quantizer.num_bits, slot.quantizer.init))
+            init = "mse" if slot.quantizer.init == "loss_aware" else slot.quantizer.init
+            set_qparams(slot, *observer.qparams(slot.quantizer.num_bits, init))
     for slot in act_slots:
         if slot.quantizer.fixed_range is not None:
             set_qparams(slot, *asymmetric_qparams(*slot.quantizer.fixed_range,
                                                   slot.quantizer.num_bits))
     tie_activation_ranges(qmodel, slots)
-    snap_biases(qmodel, slots)
     from tfq_tiny.quantization.requantization import link_requantization
     link_requantization(qmodel, slots)
+    refined = [s for s in observed if s.quantizer.init == "loss_aware"]
+    if refined:
+        from tfq_tiny.quantization.loss_aware import MAX_SAMPLES, refine_activation_ranges
+        samples, kept = [], 0
+        for batch in as_batches(calibration_data, batch_size, float_model.input_shape):
+            samples.append(np.asarray(batch))
+            kept += len(samples[-1])
+            if kept >= MAX_SAMPLES:
+                break
+        records = refine_activation_ranges(qmodel, float_model, np.concatenate(samples),
+                                           refined, batch_size=batch_size)
+        if refinement_log is not None:
+            refinement_log.extend(records)
+    snap_biases(qmodel, slots)
     return qmodel
 
 

@@ -13,7 +13,7 @@ from tfq_tiny.quantization.calibration import QuantizeWrapper, calibrate
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantizers import (ActivationQuantizer, UniformQuantizer,
                                               WeightQuantizer)
-from tfq_tiny.quantization.range_init import INIT_METHODS
+from tfq_tiny.quantization.range_init import ACTIVATION_INIT_METHODS, INIT_METHODS
 
 quantize_annotate_layer = tfmot.quantization.keras.quantize_annotate_layer
 
@@ -42,10 +42,10 @@ def _split_init(init):
         w_init, a_init = init.get("weights", "mse"), init.get("activations", "mse")
     else:
         w_init = a_init = init
-    for value in (w_init, a_init):
-        if value not in INIT_METHODS:
-            raise ValueError(f"init must be one of {INIT_METHODS} (or a dict with 'weights' and "
-                             f"'activations'), got {value!r}.")
+    if w_init not in INIT_METHODS or a_init not in ACTIVATION_INIT_METHODS:
+        raise ValueError(f"init must be one of {INIT_METHODS}, or a dict with 'weights' (one of "
+                         f"{INIT_METHODS}) and 'activations' (one of {ACTIVATION_INIT_METHODS}); "
+                         f"got {init!r}.")
     return w_init, a_init
 
 
@@ -128,7 +128,8 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
       policy: a ``BitPolicy`` or a shorthand such as "w8a8", "w4a4", "w4a32".
       calibration_data: ~1024 unlabeled samples (array or tf.data.Dataset); required when
         activations are quantized.
-      init: "mse" or "minmax", or {"weights": ..., "activations": ...}.
+      init: "mse" or "minmax", or {"weights": ..., "activations": ...}; activations may also
+        be "loss_aware" (MSE ranges rescaled for the model output, ``quantization.loss_aware``).
       preprocess: float transforms to apply first, any of ("bn_fold", "cle"). BatchNorm
         is always folded (deployed kernels have no BatchNorm), so () means BN folding only.
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from tfq_tiny._compat import keras, tf, tfmot
 from tfq_tiny.quantization.grid import check_bits, int_range, tf_round_half_away
-from tfq_tiny.quantization.range_init import INIT_METHODS
+from tfq_tiny.quantization.range_init import ACTIVATION_INIT_METHODS, INIT_METHODS
 from tfq_tiny.quantization.rounding import get_rounding
 
 _Quantizer = tfmot.quantization.keras.quantizers.Quantizer
@@ -27,8 +27,9 @@ class UniformQuantizer(_Quantizer):
         self.num_bits = check_bits(num_bits, "num_bits")
         self.symmetric = bool(symmetric)
         self.channel_axes = tuple(int(a) for a in channel_axes)
-        if init not in INIT_METHODS:
-            raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}.")
+        allowed = INIT_METHODS if self.symmetric else ACTIVATION_INIT_METHODS
+        if init not in allowed:
+            raise ValueError(f"init must be one of {allowed}, got {init!r}.")
         self.init = init
         self.rounding = get_rounding(rounding)
 

@@ -10,6 +10,8 @@ import numpy as np
 from tfq_tiny.quantization.grid import int_range, round_half_away
 
 INIT_METHODS = ("minmax", "mse")
+# Activations may also be fitted to the model output (``loss_aware.py``), from their MSE range.
+ACTIVATION_INIT_METHODS = INIT_METHODS + ("loss_aware",)
 _EPS = 1e-12
 _MSE_GRID = np.linspace(1.0, 0.05, 96)
 
