@@ -54,3 +54,11 @@ def test_the_pipeline_records_the_factors_and_weights_cannot_be_loss_aware(small
         PTQConfig(weight_init="loss_aware")
     with pytest.raises(ValueError, match="'activations'"):
         tfq_tiny.quantize_model(small_cnn, "w4a4", images, init="loss_aware")
+
+
+def test_the_model_output_quantizer_keeps_its_mse_range(small_cnn, images):
+    pipeline = PTQPipeline(PTQConfig(activation_init="loss_aware", optimize="none",
+                                     bias_tuning=False), progress=False)
+    pipeline.run(small_cnn, images, "w8a4")
+    refined = {r["layer"] for r in pipeline.range_refinement}
+    assert "fc" not in refined and "r1" in refined

@@ -24,7 +24,10 @@ from tfq_tiny.ptq.reconstruction import (ReconstructionModel, StepCounter, fit,
                                          reconstruction_mse, tensor_values, top1_agreement,
                                          unit_forward)
 from tfq_tiny.ptq.units import find_units, float_name
-from tfq_tiny.quantization.calibration import as_batches, calibrate, snap_biases, tie_activation_ranges
+from tfq_tiny.quantization.calibration import (as_batches, calibrate, observed_activation_slots,
+                                               quantizer_slots, snap_biases,
+                                               tie_activation_ranges)
+from tfq_tiny.quantization.loss_aware import refine_activation_ranges
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantize import build_quantized_model, strip_annotations
 
@@ -110,10 +113,12 @@ class PTQPipeline:
         calib = np.concatenate(list(as_batches(calibration_data, 256, model.input_shape)))
         plain, configs = strip_annotations(model)
         float_model = preprocess(plain, cfg.preprocess_steps)
-        init = {"weights": cfg.weight_init, "activations": cfg.activation_init}
+        # Loss-aware ranges are chosen for the finished model (below), from the MSE ones.
+        init = {"weights": cfg.weight_init, "activations": "mse" if
+                cfg.activation_init == "loss_aware" else cfg.activation_init}
         qmodel = build_quantized_model(float_model, policy, init, configs)
         self.range_refinement = []
-        calibrate(qmodel, float_model, calib, seed=cfg.seed, refinement_log=self.range_refinement)
+        calibrate(qmodel, float_model, calib, seed=cfg.seed)
         checkpoint = _Checkpoint(self.checkpoint_dir, _fingerprint(model, calib, policy, cfg))
         self.history = checkpoint.restore(qmodel)
         done = {record["unit"] for record in self.history}
@@ -150,6 +155,10 @@ class PTQPipeline:
                              saved, start, worse=cfg.bias_tuning_guard and fewer,
                              agreement_before=agreement[0], agreement_after=agreement[1])
                 checkpoint.save(qmodel, self.history)
+            if cfg.activation_init == "loss_aware":
+                bar.set_unit("loss-aware ranges")
+                self.range_refinement = refine_activation_ranges(
+                    qmodel, float_model, calib, observed_activation_slots(quantizer_slots(qmodel)))
         finally:
             bar.close()
         snap_biases(qmodel)

@@ -114,16 +114,22 @@ def _is_batched(dataset):
         spec.shape.rank > 0 and spec.shape[0] is None
 
 
-def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0,
-              refinement_log=None):
+def observed_activation_slots(slots):
+    """The activation quantizers whose range comes from data: not tied to their input (average
+    pooling) and without a fixed range (softmax)."""
+    return [s for s in slots if s.kind in ("input", "output") and not s.quantizer.tie_to_input
+            and s.quantizer.fixed_range is None]
+
+
+def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
     """Initialise every quantizer of ``qmodel`` from weights and float activations.
 
     Weight ranges come from the kernels; activation ranges from ``float_model`` (the
     preprocessed float model with the same layer names) run on ``calibration_data``, which
     may be None only when no activation needs observing (weights-only policies). Activation
     quantizers with ``init="loss_aware"`` start from their MSE range, which
-    ``loss_aware.refine_activation_ranges`` then rescales for the model output; its records
-    are appended to ``refinement_log`` when one is given.
+    ``loss_aware.refine_activation_ranges`` then rescales for the model output (the PTQ
+    pipeline instead refines the finished model).
     """
     slots = quantizer_slots(qmodel)
     for slot in slots:
@@ -132,8 +138,7 @@ def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0,
                                        slot.quantizer.init, slot.quantizer.channel_axes)
             set_qparams(slot, scale, zp)
     act_slots = [s for s in slots if s.kind in ("input", "output")]
-    observed = [s for s in act_slots
-                if not s.quantizer.tie_to_input and s.quantizer.fixed_range is None]
+    observed = observed_activation_slots(slots)
     if observed:
         names = [s.layer_name for s in observed]
         probe = keras.Model(float_model.inputs, [float_model.get_layer(n).output for n in names])
@@ -162,10 +167,8 @@ def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0,
             kept += len(samples[-1])
             if kept >= MAX_SAMPLES:
                 break
-        records = refine_activation_ranges(qmodel, float_model, np.concatenate(samples),
-                                           refined, batch_size=batch_size)
-        if refinement_log is not None:
-            refinement_log.extend(records)
+        refine_activation_ranges(qmodel, float_model, np.concatenate(samples), refined,
+                                 batch_size=batch_size)
     snap_biases(qmodel, slots)
     return qmodel
 

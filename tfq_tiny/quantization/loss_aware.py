@@ -10,6 +10,10 @@ keeps 0 and moves its top) and keeping the factor with the smallest divergence b
 float and the quantized model's outputs on calibration samples (mean KL of the class
 probabilities for a classifier, mean squared error otherwise).
 
+The quantizers of the model's own outputs keep their MSE range: clipping the logits lowers the
+KL (a softmax saturates anyway) but moves them away from the float logits, which reconstruction
+and bias tuning then try to match by the MSE.
+
 Used by ``calibrate`` for activation quantizers whose ``init`` is ``"loss_aware"`` (their MSE
 range is the starting point).
 """
@@ -47,8 +51,10 @@ def refine_activation_ranges(qmodel, float_model, samples, slots, factors=SCALE_
                              batch_size=128):
     """Scale each of ``slots``' activation ranges by the factor (or 1) that minimises
     ``output_divergence`` of ``qmodel`` from ``float_model`` on ``samples`` (the first
-    ``MAX_SAMPLES`` are used). Returns one record per slot: layer, chosen factor, divergence
-    before and after."""
+    ``MAX_SAMPLES`` are used); quantizers of the model's outputs are skipped. Returns one record
+    per refined slot: layer, chosen factor, divergence before and after."""
+    outputs = {id(t._keras_history.layer) for t in qmodel.outputs}
+    slots = [s for s in slots if not (s.kind == "output" and id(s.layer) in outputs)]
     x = np.asarray(samples, np.float32)[:MAX_SAMPLES]
     reference = float_model.predict(x, batch_size=batch_size, verbose=0)
     every_slot = quantizer_slots(qmodel)
