@@ -580,6 +580,7 @@ def benchmark_report(rows):
         "another width with every other at the anchor width, then the exact ILP, solved once "
         "per weight of the measured gains (1, 0.5, 0.25, 0) with the best candidate kept; "
         "from version 4 also around 8 bits, and the best of both anchors' candidates kept; "
+        "from version 5 the uniform policy at each anchor width that fits is a candidate too; "
         "candidates judged by " + "; ".join(f"'{k}' = {v}" for k, v in search.SELECTORS.items())
         + "; per model (the anchor of the kept candidate, judge): "
         + ", ".join(f"{m} " + (f"anchor {r['sensitivity_anchor']} bits, version "

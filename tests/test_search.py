@@ -116,8 +116,12 @@ def test_fast_search_returns_a_fitting_policy(hand_model, hand_mm, tiny_task):
     flash, ram = memory(hand_model, "w4a4")
     solution, sens = fast_search(hand_mm, evaluator, flash, ram, progress=False)
     assert set(sens.losses) == {v.key for v in hand_mm.searchable()} and sens.anchor in (4, 8)
-    tried = sorted((c["anchor"], c["gain_weight"]) for c in solution.candidates)
+    tried = sorted((c["anchor"], c["gain_weight"]) for c in solution.candidates
+                   if not c.get("uniform"))
     assert tried == sorted([(4, w) for w in knapsack.GAIN_WEIGHTS] + [(8, 1.0)])
+    assert [c["anchor"] for c in solution.candidates if c.get("uniform")] == [4], \
+        "uniform W4A4 fits its own budgets; uniform 8-bit does not"
+
     best = [c for c in solution.candidates if c["proxy_accuracy"] == solution.proxy_accuracy]
     assert sens.anchor in {c["anchor"] for c in best}
     assert solution.sensitivity_seconds >= sens.seconds
@@ -154,6 +158,24 @@ def test_fast_search_lets_a_separate_selector_judge_the_candidates(hand_model, h
     assert len(selector.judged) == len(distinct) >= 1
     assert solution.proxy_accuracy == max(map(fewest_8_bit_tensors, selector.judged))
     assert set(sens.losses) == {v.key for v in hand_mm.searchable()}
+
+
+def test_fast_search_returns_the_uniform_policy_when_its_judge_prefers_it(hand_model, hand_mm,
+                                                                        tiny_task):
+    x, y = tiny_task
+    evaluator = ProxyEvaluator(hand_model, x, x, y)
+    flash, ram = memory(hand_model, "w4a4")
+    uniform = hand_mm.assignment()
+    uniform.update({v.key: 4 for v in hand_mm.searchable()})
+
+    class PrefersUniform:
+        def accuracy(self, policy):
+            return float(hand_mm.assignment(policy) == uniform)
+
+    solution, _ = fast_search(hand_mm, evaluator, flash, ram, progress=False,
+                              selector=PrefersUniform())
+    assert solution.assignment == uniform and solution.proxy_accuracy == 1.0
+    assert (solution.flash, solution.ram) == hand_mm.memory(uniform)
 
 
 def test_sensitivity_around_an_anchor_keeps_gains_and_stays_monotone():

@@ -17,8 +17,9 @@ from tfq_tiny.search.memory import ACTIVATION, WEIGHT, InfeasibleBudgetError
 
 # What fast_search computes, recorded with its results so a changed algorithm re-runs them:
 # 1 sensitivities around 8 bits; 2 around the budget's anchor width; 3 + candidates with
-# discounted gains, the best on the proxy split kept; 4 + the candidate around 8 bits (v1's) too.
-FAST_SEARCH_VERSION = 4
+# discounted gains, the best on the proxy split kept; 4 + the candidate around 8 bits (v1's) too;
+# 5 + the uniform policy at each anchor width that fits, so the judge can keep it.
+FAST_SEARCH_VERSION = 5
 GAIN_WEIGHTS = (1.0, 0.5, 0.25, 0.0)
 
 
@@ -113,6 +114,20 @@ def solve(memory_model, costs, flash=None, ram=None, base=None, time_limit=60.0)
                     mm.policy(assignment))
 
 
+def _uniform_solution(memory_model, sens, bits, kinds, flash, ram):
+    """Every searchable variable of ``kinds`` at ``bits`` (the others at the base policy), as
+    a Solution scored by the anchor's costs, or None if it does not fit the budgets."""
+    mm = memory_model
+    assignment = mm.assignment()
+    assignment.update({v.key: bits for v in mm.searchable(kinds)})
+    m1, m2 = mm.memory(assignment)
+    if (flash is not None and m1 > flash) or (ram is not None and m2 > ram):
+        return None
+    costs = sens.costs()
+    objective = sum(costs[k][b] for k, b in assignment.items() if k in costs and b in costs[k])
+    return Solution(assignment, float(objective), m1, m2, 0.0, mm.policy(assignment))
+
+
 def brute_force(memory_model, costs, flash=None, ram=None, base=None):
     """The same optimum by enumerating every combination (tiny instances and tests only)."""
     import itertools
@@ -155,7 +170,10 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     the candidates stay near uniform (DS-CNN's best), around 8 bits they keep 8-bit tensors
     where those matter most. The judge matters as much as the pool: on Res8 the 500-sample
     proxy split kept a candidate 1.5 points worse on the test split than the one QAT on the
-    whole validation split keeps (results/mixed_precision.md).
+    whole validation split keeps (results/mixed_precision.md). The uniform policy at each
+    anchor width joins the candidates when it fits, so the search never returns a mixed policy
+    its judge scores below that uniform one (on DS-CNN the kept mixed candidate was 0.4 points
+    under uniform W4A4 after QAT); such a candidate has ``uniform`` True and no gain weight.
     Returns (Solution, the Sensitivity its candidate came from).
     """
     from tfq_tiny.search.sensitivity import anchor_width, measure_sensitivity
@@ -169,21 +187,27 @@ def fast_search(memory_model, evaluator, flash, ram, mode="concurrent", anchor="
     else:
         anchors = [anchor]
     candidates, seen, source, seconds = [], {}, {}, 0.0
+
+    def judge(solution, sens, **how):
+        key = tuple(sorted(solution.assignment.items()))
+        solution = seen.setdefault(key, solution)
+        source.setdefault(key, sens)
+        if solution.proxy_accuracy is None:
+            solution.proxy_accuracy = float((selector or evaluator).accuracy(solution.policy))
+        candidates.append({**how, "proxy_accuracy": solution.proxy_accuracy,
+                           "flash": solution.flash, "ram": solution.ram})
+
     for a in anchors:
         sens = measure_sensitivity(memory_model, evaluator.kl, kinds=kinds, anchor=a,
                                    progress=progress)
         seconds += sens.seconds
         weights = gain_weights if a < max(memory_model.choices) else gain_weights[:1]
         for weight in weights:
-            solution = solve(memory_model, sens.costs(weight), flash, ram)
-            key = tuple(sorted(solution.assignment.items()))
-            solution = seen.setdefault(key, solution)
-            source.setdefault(key, sens)
-            if solution.proxy_accuracy is None:
-                solution.proxy_accuracy = float((selector or evaluator).accuracy(solution.policy))
-            candidates.append({"anchor": a, "gain_weight": weight,
-                               "proxy_accuracy": solution.proxy_accuracy,
-                               "flash": solution.flash, "ram": solution.ram})
+            judge(solve(memory_model, sens.costs(weight), flash, ram), sens, anchor=a,
+                  gain_weight=weight)
+        uniform = _uniform_solution(memory_model, sens, a, kinds, flash, ram)
+        if uniform is not None:
+            judge(uniform, sens, anchor=a, gain_weight=None, uniform=True)
     key, best = max(seen.items(), key=lambda kv: kv[1].proxy_accuracy)
     best.candidates = candidates
     best.sensitivity_seconds = seconds
