@@ -8,7 +8,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from tfq_tiny.quantization.range_init import ACTIVATION_INIT_METHODS
+from tfq_tiny.quantization.range_init import ACTIVATION_INIT_METHODS, INIT_METHODS
 
 OPTIMIZERS = ("none", "qparam", "weights", "bits", "round")
 GRANULARITIES = ("layer", "block")
@@ -67,7 +67,7 @@ class PTQConfig:
 
     def __post_init__(self):
         checks = [("preprocess", self.preprocess, tuple(PREPROCESS)),
-                  ("weight_init", self.weight_init, ("minmax", "mse")),
+                  ("weight_init", self.weight_init, INIT_METHODS),
                   ("activation_init", self.activation_init, ACTIVATION_INIT_METHODS),
                   ("optimize", self.optimize, OPTIMIZERS),
                   ("granularity", self.granularity, GRANULARITIES)]

@@ -12,13 +12,14 @@ quantizers in the forward pass. What is trained:
   input (average pooling) or with a fixed range (softmax) are not trained.
 
 Gradients pass the rounding straight through (``quantizers.py``), so a scale receives LSQ's
-gradient ``round(x/s) - x/s`` inside the range and ``qmin/qmax - zp`` where values clip. The model runs in training
-mode, as in Keras ``fit``: its Dropout (and other noise) layers regularise as when it was trained.
-Without them one QAT epoch overfits DS-CNN's training split and leaves its W8A8 model worse
-on test than PTQ did; ``dropout=False`` runs in inference mode instead. BatchNorm is folded before
-quantization, so no batch statistics are involved. The dropout masks of epoch ``e`` are drawn
-from ``(seed, e)`` alone, so a run is a deterministic function of its inputs. After every step the scales are kept positive and tied quantizers copy
-their input's range; at the end zero points are rounded onto the integer grid inside the range
+gradient ``round(x/s) - x/s`` inside the range and ``qmin/qmax - zp`` where values clip. The
+model runs in training mode, as in Keras ``fit``: its Dropout (and other noise) layers regularise
+as when it was trained. Without them one QAT epoch overfits DS-CNN's training split and leaves
+its W8A8 model worse on test than PTQ did; ``dropout=False`` runs in inference mode instead.
+BatchNorm is folded before quantization, so no batch statistics are involved. The dropout masks
+of epoch ``e`` are drawn from ``(seed, e)`` alone, so a run is a deterministic function of its
+inputs. After every step the scales are kept positive and tied quantizers copy their input's
+range; at the end zero points are rounded onto the integer grid inside the range
 and biases snapped to their int32 grid (``calibration.snap_biases``), so the result still
 exports with ``tfq_tiny.export.to_tflite`` and the integer model matches the simulation.
 

@@ -53,8 +53,8 @@ def refine_activation_ranges(qmodel, float_model, samples, slots, factors=SCALE_
     ``output_divergence`` of ``qmodel`` from ``float_model`` on ``samples`` (the first
     ``MAX_SAMPLES`` are used); quantizers of the model's outputs are skipped. Returns one record
     per refined slot: layer, chosen factor, divergence before and after."""
-    outputs = {id(t._keras_history.layer) for t in qmodel.outputs}
-    slots = [s for s in slots if not (s.kind == "output" and id(s.layer) in outputs)]
+    output_layers = {id(t._keras_history.layer) for t in qmodel.outputs}
+    slots = [s for s in slots if not (s.kind == "output" and id(s.layer) in output_layers)]
     x = np.asarray(samples, np.float32)[:MAX_SAMPLES]
     reference = float_model.predict(x, batch_size=batch_size, verbose=0)
     every_slot = quantizer_slots(qmodel)
