@@ -34,7 +34,7 @@ KEY_FIELDS = ("model", "bits", "optimize", "granularity", "seed", "preset", "bia
 KEY_EXTRAS = {"calibration_samples": 1024, "test_samples": 0, "iterations": None,
               "checkpoint": None, "drop_prob": 0.0, "learn_activation_ranges": False,
               "bias_tuning_guard": False, "edge_bits": 0, "edges": "input,first_last,residual",
-              "activation_init": None}
+              "activation_init": None, "refinement_passes": None}
 # Settings added after runs were recorded: a record without them ran what their default does.
 BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
                                                   "bias_tuning_guard", "edge_bits", "edges",
@@ -45,7 +45,7 @@ BEFORE_FIELD_EXISTED = {k: KEY_EXTRAS[k] for k in ("drop_prob", "learn_activatio
 PAPER = {("res8", "w4a4", "round"): (86.75, 85.34), ("cnn1d", "w4a4", "round"): (90.36, 90.36)}
 RECIPE_FIELDS = ("preset", "iterations", "calibration_samples", "test_samples", "preprocess", "init",
                  "bias_tuning", "drop_prob", "learn_activation_ranges", "bias_tuning_guard",
-                 "edge_bits", "edges", "activation_init", "checkpoint")
+                 "edge_bits", "edges", "activation_init", "refinement_passes", "checkpoint")
 
 
 def define_flags():
@@ -65,6 +65,8 @@ def define_flags():
     flags.DEFINE_enum("activation_init", None, ["minmax", "mse", "loss_aware"],
                       "Step 2 for activations only (default: --init); loss_aware = MSE ranges "
                       "rescaled for the model output (tfq_tiny.quantization.loss_aware).")
+    flags.DEFINE_integer("refinement_passes", 3, "At most this many sweeps of the loss-aware "
+                         "range refinement (PTQConfig.range_refinement_passes).")
     flags.DEFINE_float("drop_prob", 0.0, "QDrop probability of a float input element.")
     flags.DEFINE_bool("learn_activation_ranges", False, "LSQ on activation ranges as well.")
     flags.DEFINE_bool("bias_tuning_guard", False, "Revert bias tuning that lowers the top-1 "
@@ -85,11 +87,12 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
               bias_tuning=True, preprocess="cle", init="mse", iterations=None,
               calibration_samples=1024, test_samples=0, data_dir=None, drop_prob=0.0,
               learn_activation_ranges=False, bias_tuning_guard=False, edge_bits=0,
-              edges=KEY_EXTRAS["edges"], activation_init=None):
+              edges=KEY_EXTRAS["edges"], activation_init=None, refinement_passes=3):
     """One sweep cell: everything ``run_cell`` needs, as a plain (picklable) dict.
 
     ``checkpoint`` (SHA-256 prefix of the shipped float model) is part of the cell's key, so
-    a retrained checkpoint never reuses results recorded on the old one."""
+    a retrained checkpoint never reuses results recorded on the old one. ``refinement_passes``
+    is kept only for loss-aware activation ranges (the only recipe it changes)."""
     from tfq_tiny import models
     from tfq_tiny.io import file_sha256
 
@@ -101,7 +104,9 @@ def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset
                 drop_prob=float(drop_prob), learn_activation_ranges=bool(learn_activation_ranges),
                 bias_tuning_guard=bool(bias_tuning_guard), edge_bits=int(edge_bits),
                 edges=edges if isinstance(edges, str) else ",".join(edges),
-                activation_init=None if activation_init in (None, init) else activation_init)
+                activation_init=None if activation_init in (None, init) else activation_init,
+                refinement_passes=int(refinement_passes) if activation_init == "loss_aware"
+                else None)
 
 
 def cell_key(cell):
@@ -179,6 +184,8 @@ def run_cell(cell):
                      bias_tuning_guard=cell["bias_tuning_guard"])
     if cell["iterations"] is not None:
         overrides["iterations"] = cell["iterations"]
+    if cell.get("refinement_passes"):
+        overrides["range_refinement_passes"] = cell["refinement_passes"]
     config = PTQConfig.preset(cell["preset"], **overrides)
     policy = BitPolicy.parse(cell["bits"])
     if cell["edge_bits"]:
@@ -229,6 +236,10 @@ def markdown_table(runs, command):
     def value(record, field):
         if field == "edges" and not record.get("edge_bits"):
             return "-"
+        if field == "refinement_passes" and record.get("activation_init") != "loss_aware":
+            return "-"
+        if field == "refinement_passes" and field not in record:
+            return "1"
         if field in record:
             return str(record[field])
         return str(BEFORE_FIELD_EXISTED[field]) if field in BEFORE_FIELD_EXISTED else "unrecorded"
@@ -346,7 +357,7 @@ def main(argv):
                        FLAGS.init, FLAGS.iterations, FLAGS.calibration_samples,
                        FLAGS.test_samples, FLAGS.data_dir, FLAGS.drop_prob,
                        FLAGS.learn_activation_ranges, FLAGS.bias_tuning_guard, FLAGS.edge_bits,
-                       FLAGS.edges, FLAGS.activation_init)
+                       FLAGS.edges, FLAGS.activation_init, FLAGS.refinement_passes)
              for m in FLAGS.models for b in FLAGS.bits for o in FLAGS.optimize
              for g in FLAGS.granularity for s in FLAGS.seeds
              if not (o == "bits" and g == "block")]

@@ -101,6 +101,21 @@ def test_cell_key_separates_sample_counts_and_checkpoints():
     residual = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, edge_bits=8,
                                    edges=["residual"])
     assert benchmark.cell_key(residual) == benchmark.cell_key(edges) + "|edges=residual"
+    aware = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, activation_init="loss_aware")
+    assert benchmark.cell_key(aware) == benchmark.cell_key(cell) + \
+        "|activation_init=loss_aware|refinement_passes=3"
+    assert benchmark.make_cell("cnn1d", "w4a4", "none", seed=0, refinement_passes=1) == cell, \
+        "passes only matter to loss-aware ranges"
+
+
+def test_table_keeps_loss_aware_runs_of_one_sweep_apart():
+    """Loss-aware records from before ``refinement_passes`` existed ran one sweep."""
+    cell = benchmark.make_cell("cnn1d", "w4a4", seed=0, activation_init="loss_aware")
+    new = fake_runner(cell)
+    old = {k: v for k, v in fake_runner({**cell, "seed": 1}).items() if k != "refinement_passes"}
+    table = benchmark.markdown_table([new, old, fake_runner({**new, "seed": 2})], "cmd")
+    assert "refinement_passes" in table and table.count("| cnn1d |") == 2
+    assert "| layer | 1 |" in table and "| layer | 3 |" in table and "n=2" in table
 
 
 @pytest.mark.parametrize("short, full", [("fig4", "fig4_init_cle"),

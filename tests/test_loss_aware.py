@@ -1,11 +1,13 @@
 """Loss-aware activation ranges: chosen for the model output, never worse than the MSE start."""
+import itertools
+
 import numpy as np
 import pytest
 
 import tfq_tiny
 from tfq_tiny.ptq import PTQConfig, PTQPipeline
 from tfq_tiny.quantization.calibration import quantizer_slots
-from tfq_tiny.quantization.loss_aware import SCALE_FACTORS, output_divergence
+from tfq_tiny.quantization.loss_aware import MAX_PASSES, SCALE_FACTORS, output_divergence
 
 
 def test_output_divergence_is_kl_for_classes_and_mse_otherwise():
@@ -36,7 +38,8 @@ def test_loss_aware_ranges_lower_the_output_divergence_and_stay_exportable(small
               for s, t in zip(quantizer_slots(mse), quantizer_slots(aware)) if s.kind != "weight"}
     ratios = [float(b / a) for a, b in scales.values()]
     assert any(r != 1.0 for r in ratios)
-    assert all(min(abs(r - f) for f in SCALE_FACTORS + (1.0,)) < 1e-5 for r in ratios)
+    products = [np.prod(c) for c in itertools.product(SCALE_FACTORS + (1.0,), repeat=MAX_PASSES)]
+    assert all(min(abs(r - p) for p in products) < 1e-5 for r in ratios)
     assert len(to_tflite(aware)) > 0
 
 
@@ -48,6 +51,11 @@ def test_the_pipeline_records_the_factors_and_weights_cannot_be_loss_aware(small
     for record in pipeline.range_refinement:
         assert record["factor"] in SCALE_FACTORS + (1.0,)
         assert record["divergence_after"] <= record["divergence_before"]
+    assert any(r["factor"] != 1.0 for r in pipeline.range_refinement)
+    sweeps = [r["pass"] for r in pipeline.range_refinement]
+    last = [r for r in pipeline.range_refinement if r["pass"] == max(sweeps)]
+    assert max(sweeps) == MAX_PASSES - 1 or all(r["factor"] == 1.0 for r in last), \
+        "sweeps repeat until one keeps every range"
     assert PTQConfig.from_config(PTQConfig(activation_init="loss_aware").get_config()) \
         .activation_init == "loss_aware"
     with pytest.raises(ValueError, match="weight_init"):

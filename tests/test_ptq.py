@@ -237,6 +237,10 @@ def test_config_written_before_the_guard_existed_runs_without_it():
     assert PTQConfig().bias_tuning_guard
     assert not PTQConfig.from_config(old).bias_tuning_guard
     assert PTQConfig.from_config({**old, "bias_tuning_guard": True}).bias_tuning_guard
+    del old["range_refinement_passes"]
+    assert PTQConfig.from_config(old).range_refinement_passes == 1
+    with pytest.raises(ValueError, match="range_refinement_passes"):
+        PTQConfig(range_refinement_passes=0)
 
 
 def test_same_seed_same_result(trained):

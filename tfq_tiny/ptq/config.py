@@ -14,7 +14,7 @@ OPTIMIZERS = ("none", "qparam", "weights", "bits", "round")
 GRANULARITIES = ("layer", "block")
 PREPROCESS = {"none": ("bn_fold",), "bn_fold": ("bn_fold",), "cle": ("bn_fold", "cle")}
 # Fields whose default differs from what a config written before the field existed ran.
-BEFORE_FIELD_EXISTED = {"bias_tuning_guard": False}
+BEFORE_FIELD_EXISTED = {"bias_tuning_guard": False, "range_refinement_passes": 1}
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class PTQConfig:
     model is what the ranges must suit. On HAR's papers' W4A4 (AdaRound, bias tuning, 2000
     it/unit, seeds 0/1) MSE ranges gave 93.83/93.69 %, loss-aware ranges chosen before
     reconstruction 93.86/93.83 and chosen last 94.16/93.69 (float 93.96). The study's inits are
-    ``minmax`` and ``mse``.
+    ``minmax`` and ``mse``. ``range_refinement_passes`` bounds the refinement's sweeps over the
+    ranges; it stops earlier once a sweep keeps every range (one sweep before this field existed).
     ``learn_activation_ranges`` adds the unit's activation scales and zero points (LSQ) to
     whatever the optimiser learns, as BRECQ and QDrop do for W4A4; ``drop_prob`` is QDrop's
     probability of feeding a unit the float value of an input element instead of the
@@ -61,6 +62,7 @@ class PTQConfig:
     learn_activation_ranges: bool = False
     activation_learning_rate: float = 1e-3
     drop_prob: float = 0.0
+    range_refinement_passes: int = 3
     early_stop_patience: int = 0
     revert_if_worse: bool = True
     seed: int = 0
@@ -78,6 +80,9 @@ class PTQConfig:
             raise ValueError("optimize='bits' (BitSplit) is layer-wise only; use granularity='layer'.")
         if not 0.0 <= self.drop_prob < 1.0:
             raise ValueError(f"PTQConfig.drop_prob must be in [0, 1), got {self.drop_prob!r}.")
+        if self.range_refinement_passes < 1:
+            raise ValueError("PTQConfig.range_refinement_passes must be >= 1, got "
+                             f"{self.range_refinement_passes!r}.")
         if self.iterations < 0 or self.batch_size < 1:
             raise ValueError("iterations must be >= 0 and batch_size >= 1.")
         object.__setattr__(self, "adaround_beta", tuple(float(b) for b in self.adaround_beta))

@@ -158,7 +158,8 @@ class PTQPipeline:
             if cfg.activation_init == "loss_aware":
                 bar.set_unit("loss-aware ranges")
                 self.range_refinement = refine_activation_ranges(
-                    qmodel, float_model, calib, observed_activation_slots(quantizer_slots(qmodel)))
+                    qmodel, float_model, calib, observed_activation_slots(quantizer_slots(qmodel)),
+                    max_passes=cfg.range_refinement_passes)
         finally:
             bar.close()
         snap_biases(qmodel)

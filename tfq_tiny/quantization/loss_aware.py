@@ -8,7 +8,9 @@ output instead, without labels: coordinate descent over the activation quantizer
 order, each trying its current scale times ``SCALE_FACTORS`` (zero point kept, so a ReLU range
 keeps 0 and moves its top) and keeping the factor with the smallest divergence between the
 float and the quantized model's outputs on calibration samples (mean KL of the class
-probabilities for a classifier, mean squared error otherwise).
+probabilities for a classifier, mean squared error otherwise). A range chosen early is chosen
+for the later ranges' MSE values, so the sweep repeats until one changes nothing (at most
+``MAX_PASSES``).
 
 The quantizers of the model's own outputs keep their MSE range: clipping the logits lowers the
 KL (a softmax saturates anyway) but moves them away from the float logits, which reconstruction
@@ -24,6 +26,7 @@ from tfq_tiny.quantization.calibration import quantizer_slots, tie_activation_ra
 
 SCALE_FACTORS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1, 1.25)
 MAX_SAMPLES = 512
+MAX_PASSES = 3
 
 
 def _probabilities(outputs):
@@ -48,11 +51,12 @@ def output_divergence(reference, outputs):
 
 
 def refine_activation_ranges(qmodel, float_model, samples, slots, factors=SCALE_FACTORS,
-                             batch_size=128):
+                             batch_size=128, max_passes=MAX_PASSES):
     """Scale each of ``slots``' activation ranges by the factor (or 1) that minimises
     ``output_divergence`` of ``qmodel`` from ``float_model`` on ``samples`` (the first
-    ``MAX_SAMPLES`` are used); quantizers of the model's outputs are skipped. Returns one record
-    per refined slot: layer, chosen factor, divergence before and after."""
+    ``MAX_SAMPLES`` are used), sweeping the slots until a sweep keeps every range or
+    ``max_passes`` sweeps ran; quantizers of the model's outputs are skipped. Returns one record
+    per slot and sweep: layer, pass, chosen factor, divergence before and after."""
     output_layers = {id(t._keras_history.layer) for t in qmodel.outputs}
     slots = [s for s in slots if not (s.kind == "output" and id(s.layer) in output_layers)]
     x = np.asarray(samples, np.float32)[:MAX_SAMPLES]
@@ -67,17 +71,23 @@ def refine_activation_ranges(qmodel, float_model, samples, slots, factors=SCALE_
 
     current = divergence()
     records = []
-    for slot in slots:
-        scale = slot.variables["scale"]
-        start = scale.numpy()
-        before, best = current, (current, 1.0)
-        for factor in factors:
+    for sweep in range(max_passes):
+        changed = False
+        for slot in slots:
+            scale = slot.variables["scale"]
+            start = scale.numpy()
+            before, best = current, (current, 1.0)
+            for factor in factors:
+                scale.assign(start * factor)
+                tie_activation_ranges(qmodel, every_slot)
+                best = min(best, (divergence(), factor))
+            current, factor = best
+            changed = changed or factor != 1.0
             scale.assign(start * factor)
             tie_activation_ranges(qmodel, every_slot)
-            best = min(best, (divergence(), factor))
-        current, factor = best
-        scale.assign(start * factor)
-        tie_activation_ranges(qmodel, every_slot)
-        records.append({"layer": slot.layer_name, "kind": slot.kind, "factor": factor,
-                        "divergence_before": before, "divergence_after": current})
+            records.append({"layer": slot.layer_name, "kind": slot.kind, "pass": sweep,
+                            "factor": factor, "divergence_before": before,
+                            "divergence_after": current})
+        if not changed:
+            break
     return records
