@@ -38,6 +38,8 @@ flags.DEFINE_enum("weight_init", None, ["minmax", "mse"], "Weight init (override
 flags.DEFINE_enum("activation_init", None, ["minmax", "mse", "loss_aware"],
                   "Activation init (overrides --init); loss_aware = MSE ranges rescaled for the "
                   "model output (tfq_tiny.quantization.loss_aware).")
+flags.DEFINE_integer("refinement_passes", 3, "At most this many sweeps of the loss-aware range "
+                     "refinement (PTQConfig.range_refinement_passes).")
 flags.DEFINE_enum("preprocess", "cle", ["none", "bn_fold", "cle"], "Step 1 preprocessing.")
 flags.DEFINE_enum("preset", "paper", ["paper", "fast"], "Iteration preset.")
 flags.DEFINE_integer("iterations", None, "Reconstruction iterations per unit (overrides preset).")
@@ -85,7 +87,8 @@ def main(argv):
                      optimize=FLAGS.optimize, granularity=FLAGS.granularity,
                      bias_tuning=FLAGS.bias_tuning, seed=FLAGS.seed, drop_prob=FLAGS.drop_prob,
                      learn_activation_ranges=FLAGS.learn_activation_ranges,
-                     bias_tuning_guard=FLAGS.bias_tuning_guard)
+                     bias_tuning_guard=FLAGS.bias_tuning_guard,
+                     range_refinement_passes=FLAGS.refinement_passes)
     if FLAGS.iterations is not None:
         overrides["iterations"] = FLAGS.iterations
     config = PTQConfig.preset(FLAGS.preset, **overrides)
