@@ -307,9 +307,11 @@ def pending(cells, done):
 def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None, table=True):
     """Run the unfinished ``cells``, appending each record to ``<output>/runs.jsonl``.
 
-    After every cell ``table.md`` (all runs in the file) is rewritten atomically and
+    After every cell ``table.md`` is rewritten atomically from all runs in the file (so it
+    also shows cells that another sweep into the same ``output`` finished meanwhile) and
     ``on_record(record, done)`` is called; with nothing left to run the table is rewritten
-    once, so a re-run renders it afresh. Returns ``{key: record}`` of every finished run.
+    once, so a re-run renders it afresh. Returns ``{key: record}`` of every run this sweep
+    knows finished (the file when it started, and its own).
     """
     os.makedirs(output, exist_ok=True)
     runs_path = os.path.join(output, "runs.jsonl")
@@ -319,14 +321,17 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
     print(f"{total} cells, {total - len(todo)} already done, {len(todo)} to run", flush=True)
     start = time.time()
 
+    def write_table():
+        atomic_write(os.path.join(output, "table.md"),
+                     markdown_table(list(load_runs(runs_path).values()), command))
+
     def record(result, index):
         result = {**result, "command": command}
         done[result["key"]] = result
         with open(runs_path, "a") as f:
             f.write(json.dumps(result) + "\n")
         if table:
-            atomic_write(os.path.join(output, "table.md"),
-                         markdown_table(list(done.values()), command))
+            write_table()
         elapsed = time.time() - start
         eta = elapsed / index * (len(todo) - index)
         recipe = f"{result['preprocess']}+{result['init']}" + (
@@ -347,7 +352,7 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
         for index, cell in enumerate(todo, 1):
             record(runner(cell), index)
     if table and not todo and done:
-        atomic_write(os.path.join(output, "table.md"), markdown_table(list(done.values()), command))
+        write_table()
     return done
 
 

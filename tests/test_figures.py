@@ -88,6 +88,21 @@ def test_resume_skips_finished_cells(tmp_path):
     assert (tmp_path / "table.md").read_text().count("| cnn1d |") == 4   # 4 recipes, not averaged
 
 
+def test_table_shows_cells_another_sweep_into_the_same_output_finished(tmp_path):
+    """Two sweeps may append to one runs.jsonl; each table rewrite reads the whole file."""
+    mine = benchmark.make_cell("cnn1d", "w4a4", "round", seed=0)
+    theirs = benchmark.make_cell("res8", "w4a4", "round", seed=0)
+
+    def runner(cell):
+        with open(tmp_path / "runs.jsonl", "a") as f:   # the other sweep finishes meanwhile
+            f.write(json.dumps({**fake_runner(theirs), "command": "other"}) + "\n")
+        return fake_runner(cell)
+
+    benchmark.run_sweep([mine], str(tmp_path), "test", runner=runner)
+    table = (tmp_path / "table.md").read_text()
+    assert "| cnn1d |" in table and "| res8 |" in table
+
+
 def test_cell_key_separates_sample_counts_and_checkpoints():
     cell = benchmark.make_cell("cnn1d", "w4a4", "none", seed=0)
     assert benchmark.cell_key(cell) == ("cnn1d|w4a4|none|layer|0|paper|True|cle|mse|checkpoint="
