@@ -32,7 +32,7 @@ class DoubleRounding:
     float32 scales, as ``QuantizeMultiplier`` gets them, and the two roundings are computed
     exactly, so the result equals the integer kernel's on every element rather than up to
     float32 noise near a rounding boundary (which flipped about 1 output in 10^5 of 8-bit
-    layers).
+    layers). The integer part runs in int64 inside an XLA kernel.
     """
 
     def __init__(self, input_scale, weight_scale):
@@ -42,21 +42,41 @@ class DoubleRounding:
     def round(self, scaled, output_scale):
         """Round ``scaled`` (real values in output steps, before the zero point) as TFLM's
         ``MultiplyByQuantizedMultiplier`` rounds the accumulator behind it."""
-        return _requantize(scaled, *(tf.convert_to_tensor(s) for s in
-                                     (self.input_scale, self.weight_scale, output_scale)))
+        return _requantize(scaled, self.parameters(output_scale))
+
+    def parameters(self, output_scale):
+        """``requantize_parameters`` from the current scales."""
+        return requantize_parameters(*(tf.convert_to_tensor(s) for s in
+                                       (self.input_scale, self.weight_scale, output_scale)))
 
 
-@tf.function(jit_compile=True)
-def _requantize(scaled, input_scale, weight_scale, output_scale):
-    """``DoubleRounding.round`` as one XLA-fused kernel: a dozen elementwise float64 ops on a
-    layer's whole output cost more than the layer itself when run one by one."""
+def requantize_parameters(input_scale, weight_scale, output_scale):
+    """Per-channel (float64 1 / real multiplier, then int64 M, left shift, right shift) of the
+    double rounding.
+
+    Computed apart from the elementwise part: inside one XLA fusion they would be recomputed
+    for every element of the layer output."""
     s_in = tf.cast(tf.reshape(input_scale, [-1])[0], tf.float64)
     s_w = tf.cast(tf.reshape(weight_scale, [-1]), tf.float64)
     s_out = tf.cast(tf.reshape(output_scale, [-1])[0], tf.float64)
     real = s_in * s_w / s_out
-    accumulator = tf.round(tf.cast(scaled, tf.float64) / real)
     multiplier, shift = quantize_multiplier(real)
-    return tf.cast(multiply_by_quantized_multiplier(accumulator, multiplier, shift), scaled.dtype)
+    return 1.0 / real, multiplier, tf.maximum(shift, 0), tf.maximum(-shift, 0)
+
+
+def requantize(scaled, parameters):
+    """``DoubleRounding.round`` of ``scaled`` given ``requantize_parameters``, as plain
+    elementwise ops (``fused.py`` compiles them into its kernel)."""
+    # The product is within float32 noise of an integer accumulator (|acc| < 2^31), so rounding
+    # it gives the integer that dividing by the real multiplier does, without a division.
+    inverse, multiplier, left, right = parameters
+    accumulator = tf.cast(tf.round(tf.cast(scaled, tf.float64) * inverse), tf.int64)
+    return tf.cast(_double_rounding(accumulator, multiplier, left, right), scaled.dtype)
+
+
+# One XLA-fused kernel: a dozen elementwise int64 ops on a layer's whole output cost more than
+# the layer itself when run one by one (TF's own int64 kernels are ~15x slower than XLA's).
+_requantize = tf.function(requantize, jit_compile=True)
 
 
 def _pow2(exponent):
@@ -76,19 +96,25 @@ def quantize_multiplier(real):
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift):
-    """TFLM's double-rounding ``MultiplyByQuantizedMultiplier`` of integer-valued float64 ``x``
-    (|x| < 2^31): gemmlowp's SaturatingRoundingDoublingHighMul ``floor((x M + 2^30) / 2^31)``,
-    then RoundingDivideByPOT (half away from zero). Exact: ``x M`` is split so that every
-    partial result stays below 2^53; float64 because TF's int64 ops on CPU are ~15x slower
-    (runtime/arithmetic.py is the NumPy int64 twin the kernels use; tests hold them equal)."""
-    m = tf.cast(multiplier, tf.float64)
-    x = x * _pow2(tf.maximum(shift, 0))
-    high_x = tf.floor(x / 2.0 ** 12)
-    product_high = high_x * m
-    carry = tf.floor(product_high / 2.0 ** 19)
-    rest = (product_high - carry * 2.0 ** 19) * 2.0 ** 12 + (x - high_x * 2.0 ** 12) * m + 2.0 ** 30
-    high = carry + tf.floor(rest / 2.0 ** 31)
-    return tf_round_half_away(high / _pow2(tf.maximum(-shift, 0)))
+    """TFLM's double-rounding ``MultiplyByQuantizedMultiplier`` of integer-valued ``x``
+    (|x| < 2^31; int64 in, result in ``x``'s dtype) with int64 ``multiplier`` and ``shift``:
+    gemmlowp's SaturatingRoundingDoublingHighMul ``floor((x M + 2^30) / 2^31)``, then
+    RoundingDivideByPOT (half away from zero). runtime/arithmetic.py is the NumPy twin the
+    kernels use; tests hold them equal."""
+    result = _double_rounding(tf.cast(x, tf.int64), multiplier, tf.maximum(shift, 0),
+                              tf.maximum(-shift, 0))
+    return tf.cast(result, x.dtype)
+
+
+def _double_rounding(x, multiplier, left, right):
+    """The two roundings in exact int64 arithmetic (x M < 2^62)."""
+    one = tf.constant(1, tf.int64)
+    high = tf.bitwise.right_shift(tf.bitwise.left_shift(x, left) * multiplier + (1 << 30),
+                                  tf.constant(31, tf.int64))
+    mask = tf.bitwise.left_shift(one, right) - 1
+    threshold = tf.bitwise.right_shift(mask, one) + tf.cast(high < 0, tf.int64)
+    round_up = tf.bitwise.bitwise_and(high, mask) > threshold
+    return tf.bitwise.right_shift(high, right) + tf.cast(round_up, tf.int64)
 
 
 def _fused_output_slot(slot, graph, by_layer):
