@@ -30,6 +30,7 @@ from tfq_tiny.quantization.calibration import (as_batches, calibrate, observed_a
 from tfq_tiny.quantization.loss_aware import refine_activation_ranges
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantize import build_quantized_model, strip_annotations
+from tfq_tiny.quantization.range_init import starting_init
 
 
 class ProgressBar(StepCounter):
@@ -114,8 +115,7 @@ class PTQPipeline:
         plain, configs = strip_annotations(model)
         float_model = preprocess(plain, cfg.preprocess_steps)
         # Loss-aware ranges are chosen for the finished model (below), from the MSE ones.
-        init = {"weights": cfg.weight_init, "activations": "mse" if
-                cfg.activation_init == "loss_aware" else cfg.activation_init}
+        init = {"weights": cfg.weight_init, "activations": starting_init(cfg.activation_init)}
         qmodel = build_quantized_model(float_model, policy, init, configs)
         self.range_refinement = []
         calibrate(qmodel, float_model, calib, seed=cfg.seed)

@@ -11,7 +11,8 @@ import numpy as np
 from tfq_tiny._compat import QuantizeLayer, keras, tf, tfmot
 from tfq_tiny.errors import CalibrationDataError
 from tfq_tiny.quantization.grid import round_half_away
-from tfq_tiny.quantization.range_init import ActivationObserver, asymmetric_qparams, weight_qparams
+from tfq_tiny.quantization.range_init import (ActivationObserver, asymmetric_qparams,
+                                              starting_init, weight_qparams)
 
 QuantizeWrapper = tfmot.quantization.keras.QuantizeWrapperV2
 
@@ -149,8 +150,8 @@ def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
             for observer, out in zip(observers, outputs):
                 observer.update(out.numpy())
         for slot, observer in zip(observed, observers):
-            init = "mse" if slot.quantizer.init == "loss_aware" else slot.quantizer.init
-            set_qparams(slot, *observer.qparams(slot.quantizer.num_bits, init))
+            set_qparams(slot, *observer.qparams(slot.quantizer.num_bits,
+                                                starting_init(slot.quantizer.init)))
     for slot in act_slots:
         if slot.quantizer.fixed_range is not None:
             set_qparams(slot, *asymmetric_qparams(*slot.quantizer.fixed_range,
