@@ -96,8 +96,8 @@ def quantize_multiplier(real):
 
 
 def multiply_by_quantized_multiplier(x, multiplier, shift):
-    """TFLM's double-rounding ``MultiplyByQuantizedMultiplier`` of integer-valued ``x``
-    (|x| < 2^31; int64 in, result in ``x``'s dtype) with int64 ``multiplier`` and ``shift``:
+    """TFLM's double-rounding ``MultiplyByQuantizedMultiplier`` of integer-valued ``x`` (any
+    numeric dtype, |x| < 2^31; the result keeps it) with int64 ``multiplier`` and ``shift``:
     gemmlowp's SaturatingRoundingDoublingHighMul ``floor((x M + 2^30) / 2^31)``, then
     RoundingDivideByPOT (half away from zero). runtime/arithmetic.py is the NumPy twin the
     kernels use; tests hold them equal."""
