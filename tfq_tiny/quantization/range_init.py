@@ -12,14 +12,13 @@ from tfq_tiny.quantization.grid import int_range, round_half_away
 INIT_METHODS = ("minmax", "mse")
 # Activations may also be fitted to the model output (``loss_aware.py``), from their MSE range.
 ACTIVATION_INIT_METHODS = INIT_METHODS + ("loss_aware",)
+_EPS = 1e-12
+_MSE_GRID = np.linspace(1.0, 0.05, 96)
 
 
 def starting_init(method):
     """The observed-statistics init a method starts from (loss-aware ranges refine MSE ones)."""
     return "mse" if method == "loss_aware" else method
-
-_EPS = 1e-12
-_MSE_GRID = np.linspace(1.0, 0.05, 96)
 
 
 def fake_quant(x, scale, zero_point, bits):
