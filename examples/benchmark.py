@@ -137,12 +137,14 @@ def _statistics(model, policy=None):
 
 
 @functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=None)
 def code_version():
     """The library code a run used: git HEAD, and whether/how ``tfq_tiny/`` differed from it.
 
-    Other work may edit the tree while a sweep runs; ``diff`` (a hash of ``git diff HEAD`` over
-    ``tfq_tiny/`` and its untracked files) tells records made with different edits apart.
-    None outside a git checkout.
+    Other work may edit the tree or commit while a sweep runs; ``diff`` (a hash of
+    ``git diff HEAD`` over ``tfq_tiny/`` and its untracked files) tells records made with
+    different edits apart. Read once per process, when the sweep starts (``run_sweep``), i.e.
+    when the code it runs was imported, not when a cell ends. None outside a git checkout.
     """
     import hashlib
     import subprocess
@@ -319,6 +321,7 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
     todo = pending(cells, done)
     total = len({cell_key(c) for c in cells})
     print(f"{total} cells, {total - len(todo)} already done, {len(todo)} to run", flush=True)
+    code_version()
     start = time.time()
 
     def write_table():

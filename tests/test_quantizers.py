@@ -5,7 +5,7 @@ import pytest
 from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import BitWidthError
 from tfq_tiny.quantization import ActivationQuantizer, WeightQuantizer, int_range
-from tfq_tiny.quantization.range_init import activation_qparams, fake_quant, weight_qparams
+from tfq_tiny.quantization.range_init import activation_qparams, numpy_fake_quant, weight_qparams
 
 BITS = range(2, 9)
 
@@ -53,7 +53,7 @@ def test_activation_clamps_and_represents_zero_exactly(bits):
 def test_zero_exact_for_one_sided_ranges():
     for lo, hi in [(0.5, 3.0), (-4.0, -0.1), (0.0, 6.0)]:
         scale, zp = activation_qparams(np.array([lo, hi]), 4, "minmax")
-        assert fake_quant(np.zeros(1), scale, zp, 4)[0] == 0.0
+        assert numpy_fake_quant(np.zeros(1), scale, zp, 4)[0] == 0.0
 
 
 def test_per_channel_independence():
@@ -80,12 +80,12 @@ def test_depthwise_scales_per_channel_and_multiplier():
 def test_mse_init_never_worse_than_minmax(bits):
     rng = np.random.default_rng(bits)
     w = rng.standard_t(3, size=(3, 3, 8, 16))
-    err = {m: np.sum((w - fake_quant(w, *(p.reshape(1, 1, 1, -1) for p in
+    err = {m: np.sum((w - numpy_fake_quant(w, *(p.reshape(1, 1, 1, -1) for p in
                                           weight_qparams(w, bits, m)), bits)) ** 2)
            for m in ("minmax", "mse")}
     assert err["mse"] <= err["minmax"]
     a = np.maximum(rng.standard_t(3, size=20000), 0) - 0.2
-    aerr = {m: np.sum((a - fake_quant(a, *activation_qparams(a, bits, m), bits)) ** 2)
+    aerr = {m: np.sum((a - numpy_fake_quant(a, *activation_qparams(a, bits, m), bits)) ** 2)
             for m in ("minmax", "mse")}
     assert aerr["mse"] <= aerr["minmax"]
     if bits <= 4:

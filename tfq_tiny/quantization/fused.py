@@ -23,7 +23,8 @@ def _codes(x, scale, zero_point, requant):
 
 # One output per kernel: XLA splits a single-output loop across threads but not a fusion with
 # several outputs (2-4x slower here), so the backward kernels recompute the codes.
-@tf.function(jit_compile=True)
+# reduce_retracing: one trace serves every activation shape (XLA still compiles per shape).
+@tf.function(jit_compile=True, reduce_retracing=True)
 def _forward(x, scale, zero_point, qmin, qmax, requant):
     codes = _codes(x, scale, zero_point, requant)
     return (tf.clip_by_value(codes, qmin, qmax) - zero_point) * scale
@@ -38,13 +39,13 @@ def _masked(grad, codes, scale, qmin, qmax):
                             grad_q)
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, reduce_retracing=True)
 def _grad_input(grad, x, scale, zero_point, qmin, qmax, requant):
     codes = _codes(x, scale, zero_point, requant)
     return _masked(grad, codes, scale, qmin, qmax)[1] / scale
 
 
-@tf.function(jit_compile=True)
+@tf.function(jit_compile=True, reduce_retracing=True)
 def _grad_qparams(grad, x, scale, zero_point, qmin, qmax, requant):
     codes = _codes(x, scale, zero_point, requant)
     grad_q, grad_codes = _masked(grad, codes, scale, qmin, qmax)

@@ -21,7 +21,7 @@ def starting_init(method):
     return "mse" if method == "loss_aware" else method
 
 
-def fake_quant(x, scale, zero_point, bits):
+def numpy_fake_quant(x, scale, zero_point, bits):
     """NumPy reference of the simulated quantizer: clamp(round(x/s)+zp) then dequantize."""
     qmin, qmax = int_range(bits)
     q = np.clip(round_half_away(x / scale) + zero_point, qmin, qmax)
@@ -64,7 +64,7 @@ def weight_qparams(w, bits, method="mse", channel_axes=(-1,)):
     for alpha in _MSE_GRID:
         scale = symmetric_qparams(alpha * absmax, bits)[0]
         bshape = _broadcast_shape(w.ndim, channel_axes, scale)
-        err = np.sum((w - fake_quant(w, scale.reshape(bshape), 0.0, bits)) ** 2, axis=axes)
+        err = np.sum((w - numpy_fake_quant(w, scale.reshape(bshape), 0.0, bits)) ** 2, axis=axes)
         better = err < best_err
         best_err = np.where(better, err, best_err)
         best_scale = np.where(better, scale, best_scale)
@@ -96,7 +96,7 @@ def activation_qparams(samples, bits, method="mse", lo=None, hi=None):
 
     def error(a, b):
         scale, zp = asymmetric_qparams(a, b, bits)
-        return float(np.sum((x - fake_quant(x, scale, zp, bits)) ** 2))
+        return float(np.sum((x - numpy_fake_quant(x, scale, zp, bits)) ** 2))
 
     best = (error(lo, hi), lo, hi)
     for alpha in _MSE_GRID[1:]:
