@@ -33,7 +33,7 @@ def define_flags():
     flags.DEFINE_integer("test_samples", 0, "Evaluate on the first N test samples (0 = all).")
     flags.DEFINE_integer("calibration_samples", 1024, "Calibration samples.")
     flags.DEFINE_enum("preset", "fast", ["paper", "fast"], "Iteration preset of every cell.")
-    flags.DEFINE_integer("workers", 1, "Parallel worker processes.")
+    benchmark.define_parallel_flags()
     flags.DEFINE_string("output", "results/ablations", "Directory of runs.jsonl, table.md, "
                         "summary.md.")
     flags.DEFINE_list("figures", list(figures.ABLATIONS),
@@ -119,7 +119,8 @@ def main(argv):
         print("cells per ablation (before sharing): "
               + ", ".join(f"{n} {c}" for n, c in counts.items()))
         benchmark.run_sweep(cells, FLAGS.output, command,
-                            workers=FLAGS.workers, on_record=draw_now_and_then)
+                            workers=FLAGS.workers, threads=FLAGS.threads,
+                            on_record=draw_now_and_then)
     for path in draw():
         print("wrote", path)
 

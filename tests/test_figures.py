@@ -1,5 +1,6 @@
 """Ablation figures from a synthetic runs.jsonl, and the sweep's resume logic (no TF runs)."""
 import json
+import os
 import pathlib
 import sys
 
@@ -101,6 +102,20 @@ def test_table_shows_cells_another_sweep_into_the_same_output_finished(tmp_path)
     benchmark.run_sweep([mine], str(tmp_path), "test", runner=runner)
     table = (tmp_path / "table.md").read_text()
     assert "| cnn1d |" in table and "| res8 |" in table
+
+
+def threads_runner(cell):
+    """``fake_runner``'s record plus the TF thread setting of the process that ran the cell."""
+    return {**fake_runner(cell), "threads": benchmark.tf_threads(), "pid": os.getpid()}
+
+
+def test_workers_run_cells_in_fresh_processes_on_their_share_of_the_cores(tmp_path):
+    cells = [benchmark.make_cell("cnn1d", "w4a4", o, seed=0) for o in ("none", "round", "bits")]
+    done = benchmark.run_sweep(cells, str(tmp_path), "test", runner=threads_runner, workers=2)
+    # a fresh process reports 0 (TF's default) unless the worker set its share
+    assert [r["threads"] for r in done.values()] == [max(1, os.cpu_count() // 2)] * 3
+    assert os.getpid() not in {r["pid"] for r in done.values()}
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 3
 
 
 def test_cell_key_separates_sample_counts_and_checkpoints():
