@@ -18,10 +18,11 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 import benchmark
 import figures
+from tfq_tiny import cli
 from tfq_tiny.io import atomic_write
 
 FLAGS = flags.FLAGS
@@ -41,6 +42,10 @@ def define_flags():
     flags.DEFINE_string("figure_dir", "results/figures", "Where the PNGs go.")
     flags.DEFINE_string("data_dir", None, "Data directory (default: TFQ_DATA_DIR).")
     flags.DEFINE_bool("plot_only", False, "Only redraw the figures from the runs recorded.")
+    from tfq_tiny.models import MODELS
+
+    cli.check_choices("models", MODELS)
+    cli.check_ints("seeds")
 
 
 def has_blocks(model_name):
@@ -127,4 +132,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

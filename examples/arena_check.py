@@ -159,4 +159,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+    from tfq_tiny.models import MODELS
+
+    cli.check_choices("models", MODELS)
+    cli.run(main)

@@ -25,8 +25,9 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
-from absl import app, flags
+from absl import flags
 
+from tfq_tiny import cli
 from tfq_tiny.io import atomic_write
 
 FLAGS = flags.FLAGS
@@ -87,14 +88,27 @@ def define_flags():
     flags.DEFINE_string("data_dir", None, "Data directory.")
     define_parallel_flags()
     flags.DEFINE_string("output", "results/benchmark", "Output directory.")
+    from tfq_tiny.models import MODELS
+    from tfq_tiny.ptq.config import GRANULARITIES, OPTIMIZERS
+    from tfq_tiny.quantization.edges import EDGES
+
+    cli.check_choices("models", MODELS)
+    cli.check_policies("bits")
+    cli.check_choices("optimize", OPTIMIZERS)
+    cli.check_choices("granularity", GRANULARITIES)
+    cli.check_ints("seeds")
+    cli.check_bits_or_zero("edge_bits")
+    cli.check_choices("edges", EDGES)
 
 
 def define_parallel_flags():
     """``--workers`` and ``--threads``, shared with ``examples/ablations.py``."""
-    flags.DEFINE_integer("workers", 1, "Parallel worker processes (each runs whole cells).")
+    flags.DEFINE_integer("workers", 1, "Parallel worker processes (each runs whole cells).",
+                         lower_bound=1)
     flags.DEFINE_integer("threads", 0, "TF threads (intra- and inter-op) per cell process; "
                          "0 = cores // workers with several workers, TF's default (every core) "
-                         "with one. Run one sweep with --workers rather than sweeps side by side.")
+                         "with one. Run one sweep with --workers rather than sweeps side by side.",
+                         lower_bound=0)
 
 
 def make_cell(model, bits, optimize="round", granularity="layer", seed=0, preset="paper",
@@ -427,4 +441,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "cnn1d", "Shipped benchmark model.")
@@ -127,4 +127,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+    from tfq_tiny.models import MODELS
+
+    cli.check_choices("model", MODELS)
+    cli.check_policies("policy")
+    cli.run(main)

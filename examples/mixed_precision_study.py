@@ -30,7 +30,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
 import search
 
@@ -918,9 +918,6 @@ def main(argv):
     if FLAGS.report_only:
         write_reports()
         return
-    unknown = set(FLAGS.models) - set(BENCHMARK_MODELS) - {M224}
-    if unknown or set(FLAGS.methods) - {"fast", "rl", "ceiling"}:
-        raise app.UsageError(f"unknown models {sorted(unknown)} or methods {FLAGS.methods}")
     done = done_cells(read_cells(_cells_path()))
     try:
         for name in FLAGS.models:
@@ -934,4 +931,8 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    from tfq_tiny import cli
+
+    cli.check_choices("models", BENCHMARK_MODELS + (M224,))
+    cli.check_choices("methods", ("fast", "rl", "ceiling"))
+    cli.run(main)

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "cnn1d", "Shipped checkpoint: cnn1d, res8, ds_cnn or mobilenet_v1.")
@@ -152,4 +152,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+    from tfq_tiny.models import MODELS
+
+    cli.check_choices("model", MODELS)
+    cli.check_ints("seeds")
+    cli.check_policies("policy")
+    cli.check_ints("kmeans_bits", minimum=2)
+    cli.run(main)

@@ -68,4 +68,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+    from tfq_tiny.models import MODELS
+
+    cli.check_choices("model", MODELS)
+    cli.check_policies("policies")
+    cli.run(main)

@@ -513,4 +513,8 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    from tfq_tiny import cli
+    from tfq_tiny.models import MODELS
+
+    cli.check_choices("model", MODELS)
+    cli.run(main)

@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["res8", "ds_cnn", "mobilenet_v1", "cnn1d"], "Models to list.")
@@ -63,4 +63,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+
+    cli.run(main)

@@ -322,4 +322,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+
+    cli.run(main)

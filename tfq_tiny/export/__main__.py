@@ -10,7 +10,6 @@ with ``tfq_tiny.load_model``. The flatbuffer is written atomically; a summary (s
 input grid, where the bytes go: ``tfq_tiny.export.size_report``) is printed.
 """
 import os
-import sys
 
 from absl import app, flags
 
@@ -39,21 +38,16 @@ flags.mark_flags_as_required(["model", "output"])
 def main(argv):
     del argv
     import tfq_tiny
-    from tfq_tiny.errors import TfqError
     from tfq_tiny.export import converter, size_report
     from tfq_tiny.runtime.interpreter import Interpreter
 
     if not os.path.exists(FLAGS.model):
         raise app.UsageError(f"--model {FLAGS.model} does not exist.")
-    try:
-        qmodel = tfq_tiny.load_model(FLAGS.model)
-        model_bytes = converter.to_tflite(qmodel, input_type=FLAGS.input_type,
-                                          int2_type=FLAGS.int2_type, dense_int4=FLAGS.dense_int4,
-                                          litert_compatible=FLAGS.litert_compatible,
-                                          strip_strings=FLAGS.strip_strings)
-    except TfqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    qmodel = tfq_tiny.load_model(FLAGS.model)
+    model_bytes = converter.to_tflite(qmodel, input_type=FLAGS.input_type,
+                                      int2_type=FLAGS.int2_type, dense_int4=FLAGS.dense_int4,
+                                      litert_compatible=FLAGS.litert_compatible,
+                                      strip_strings=FLAGS.strip_strings)
     atomic_write(FLAGS.output, model_bytes)
     meta = converter.read_metadata(model_bytes)
     ops = [name for _, name in Interpreter(model_content=model_bytes).operators]
@@ -69,4 +63,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from tfq_tiny import cli
+
+    cli.run(main)
