@@ -400,10 +400,10 @@ def m224_costs(model, mm, samples, seed):
     import numpy as np
 
     from tfq_tiny._compat import keras
-    from tfq_tiny.preprocess import fold_batch_norm
+    from tfq_tiny.preprocess import as_deployed
     from tfq_tiny.search import WEIGHT
 
-    folded = fold_batch_norm(model)
+    folded = as_deployed(model)
     act_vars = [v for v in mm.variables if v.kind != WEIGHT]
     outputs = [folded.input if v.layer == folded.layers[0].name else
                folded.get_layer(v.layer).output for v in act_vars]

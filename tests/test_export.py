@@ -215,8 +215,10 @@ def test_fake_quant_and_integer_model_agree_within_one_step(exports, policy, min
     assert within >= 0.999
 
 
-def test_signal_model_layers_agree_exactly(exports):
-    qmodel, model_bytes, x = exports("signal", "w8a8")
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_signal_model_layers_agree_exactly(exports, policy):
+    """W4A4 too: the softmax's input is logits, held at output_bits (8) for TFLM's SOFTMAX."""
+    qmodel, model_bytes, x = exports("signal", policy)
     for layer, row in layer_agreement(qmodel, model_bytes, x[:24]).items():
         assert row["exact"] == 1.0, (layer, row)
 

@@ -8,7 +8,7 @@ import tfq_tiny
 from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import (BitWidthError, CalibrationDataError, ModelFormatError,
                              UnsupportedLayerError)
-from tfq_tiny.preprocess import cross_layer_equalize, fold_batch_norm
+from tfq_tiny.preprocess import as_deployed, cross_layer_equalize, fold_batch_norm
 from tfq_tiny.preprocess.cle import equalization_pairs
 from tfq_tiny.graph import Graph
 from tfq_tiny.quantization import (BitPolicy, OutputQuantizeConfig, WeightLayerQuantizeConfig,
@@ -21,6 +21,42 @@ def test_bn_fold_preserves_outputs(small_cnn, images, small_conv1d, signals):
         assert not any(isinstance(l, keras.layers.BatchNormalization) for l in folded.layers)
         np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0),
                                    rtol=1e-4, atol=1e-4)
+
+
+def separable_softmax_model():
+    """A KWS-style head as users write it: SeparableConv2D (+BN) and Dense(softmax)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    i = keras.Input((16, 16, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="c1")(i)
+    x = L.SeparableConv2D(12, 3, padding="same", depth_multiplier=2, name="sep")(x)
+    x = L.ReLU(name="r")(L.BatchNormalization(name="bn")(x))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(i, L.Dense(5, activation="softmax", name="head")(x))
+
+
+def test_separable_and_softmax_layers_split_into_their_deployed_operators(images):
+    model = separable_softmax_model()
+    bn = model.get_layer("bn")
+    bn.set_weights([w + np.random.default_rng(1).uniform(0.1, 0.5, w.shape) for w in
+                    bn.get_weights()])
+    deployed = as_deployed(model)
+    kinds = {l.name: type(l).__name__ for l in deployed.layers}
+    assert kinds["sep_depthwise"] == "DepthwiseConv2D" and kinds["sep_pointwise"] == "Conv2D"
+    assert kinds["head"] == "Dense" and kinds["head_softmax"] == "Softmax"
+    assert not {"SeparableConv2D", "BatchNormalization"} & set(kinds.values())
+    np.testing.assert_allclose(deployed.predict(images, verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def test_softmax_input_is_logits_at_output_bits(images):
+    def bits(policy):
+        q = tfq_tiny.quantize_model(separable_softmax_model(), policy, calibration_data=images)
+        return {s.layer_name: s.quantizer.num_bits for s in quantizer_slots(q)
+                if s.kind == "output"}
+
+    assert bits("w4a4")["head"] == 8 and bits("w4a4")["r"] == 4
+    assert bits(BitPolicy(4, 4, output_bits=None))["head"] == 4
 
 
 def test_cle_preserves_outputs_and_equalizes_ranges(small_cnn, images):

@@ -68,6 +68,18 @@ def test_memory_model_matches_analysis_with_skip_connections(small_cnn):
     assert all(v.key not in residual.fixed for v in residual.searchable())
 
 
+def test_memory_model_fixes_the_softmax_input_and_splits_separable_convs():
+    L = keras.layers
+    i = keras.Input((8, 8, 3))
+    x = L.SeparableConv2D(6, 3, activation="relu", name="sep")(i)
+    x = L.Dense(4, activation="softmax", name="head")(L.Flatten(name="flat")(x))
+    mm = MemoryModel(keras.Model(i, x))
+    assert {(W, "sep_depthwise"), (W, "sep_pointwise"), (W, "head")} <= {v.key for v in mm.variables}
+    assert (A, "head") not in {v.key for v in mm.variables}     # TFLM's SOFTMAX reads int8 only
+    assert (A, "sep_pointwise") in {v.key for v in mm.variables}
+    assert mm.memory(mm.assignment()) == memory(keras.Model(i, x), mm.policy(mm.assignment()))
+
+
 def test_constraint_rule_lowers_largest_weight_first(hand_mm):
     start = hand_mm.assignment()
     one = hand_mm.enforce(start, flash=151)

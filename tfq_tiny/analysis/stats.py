@@ -83,14 +83,14 @@ def _macs(op, tensors):
 def model_statistics(model, policy=None):
     """Statistics of a quantized model, or of a float model (optionally under ``policy``).
 
-    A float model is BN-folded first (deployed kernels have no BatchNorm); with a policy
+    A float model is taken as deployed first (``preprocess.as_deployed``); with a policy
     its tensors take the policy's bit widths, without one everything counts as float32.
     """
-    from tfq_tiny.preprocess import fold_batch_norm
+    from tfq_tiny.preprocess import as_deployed
     from tfq_tiny.quantization.quantize import build_quantized_model
 
     if not any(isinstance(layer, QuantizeWrapper) for layer in model.layers):
-        model = fold_batch_norm(model)
+        model = as_deployed(model)
         if policy is not None:
             model = build_quantized_model(model, policy)
     ops, tensors, outputs = op_graph(model)

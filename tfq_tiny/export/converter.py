@@ -43,7 +43,7 @@ from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError, Unsupported
 from tfq_tiny.export import flatbuffer, packing
 from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
 from tfq_tiny.quantization.calibration import QuantizeWrapper, layer_slots, quantizer_slots
-from tfq_tiny.quantization.configs import activation_name
+from tfq_tiny.quantization.configs import activation_name, is_softmax
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, int_range
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantizers import UniformQuantizer
@@ -184,7 +184,7 @@ class _Plan:
 
     @staticmethod
     def _is_softmax(op):
-        return op.type == "Softmax" or (op.type == "Activation" and activation_name(op.layer) == "softmax")
+        return is_softmax(op.layer)
 
     def fused_activation(self, op):
         """TFLite's fused activation for ``op`` ('NONE', 'RELU', 'RELU6')."""

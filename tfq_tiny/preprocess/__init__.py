@@ -1,25 +1,33 @@
 """Step 1 of the pipeline: float-model transforms that make a model easier to quantize.
 
 Each step returns a new model whose float outputs equal the input model's (to float
-tolerance): BatchNorm folding and cross-layer equalization.
+tolerance). Two always run (``as_deployed``), because the integer kernels have no BatchNorm and
+no two-operator layers: splitting SeparableConv2D and softmax-activated weight layers, then
+BatchNorm folding. Cross-layer equalization is optional.
 """
 from tfq_tiny.preprocess.bn_fold import fold_batch_norm
 from tfq_tiny.preprocess.cle import cross_layer_equalize
+from tfq_tiny.preprocess.split import split_layers
 
 STEPS = {"bn_fold": fold_batch_norm, "cle": cross_layer_equalize}
 
 
+def as_deployed(model):
+    """``model`` as the integer kernels will run it: two-operator layers split, BN folded."""
+    return fold_batch_norm(split_layers(model))
+
+
 def preprocess(model, steps=("bn_fold", "cle")):
-    """Apply ``steps`` in order ("bn_fold", "cle"); CLE implies BN folding first."""
+    """``as_deployed(model)``, then CLE if "cle" is in ``steps`` ("bn_fold" always runs)."""
     steps = tuple(steps or ())
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise ValueError(f"Unknown preprocess step(s) {unknown}; choose from {sorted(STEPS)}.")
-    if "cle" in steps and "bn_fold" not in steps:
-        steps = ("bn_fold",) + steps
-    for step in steps:
-        model = STEPS[step](model)
+    model = as_deployed(model)
+    if "cle" in steps:
+        model = cross_layer_equalize(model)
     return model
 
 
-__all__ = ["fold_batch_norm", "cross_layer_equalize", "preprocess", "STEPS"]
+__all__ = ["as_deployed", "fold_batch_norm", "cross_layer_equalize", "preprocess",
+           "split_layers", "STEPS"]

@@ -164,6 +164,12 @@ def weight_attr(layer):
     return WEIGHT_LAYERS.get(type(layer))
 
 
+def is_softmax(layer):
+    """A Softmax layer or a softmax Activation (deployed as TFLM's int8 SOFTMAX)."""
+    return isinstance(layer, layers.Softmax) or (isinstance(layer, layers.Activation) and
+                                                 activation_name(layer) == "softmax")
+
+
 def is_pass_through(layer):
     return isinstance(layer, PASS_THROUGH_LAYERS)
 
@@ -214,8 +220,7 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
         return OutputQuantizeConfig(out_bits, activation_init)
     if isinstance(layer, layers.Activation) and activation_name(layer) in ("relu", "relu6"):
         return OutputQuantizeConfig(out_bits, activation_init)
-    if isinstance(layer, layers.Softmax) or (isinstance(layer, layers.Activation) and
-                                             activation_name(layer) == "softmax"):
+    if is_softmax(layer):
         return OutputQuantizeConfig(out_bits, activation_init, fixed_range=SOFTMAX_RANGE)
     if isinstance(layer, AVERAGE_POOL_LAYERS):
         return OutputQuantizeConfig(out_bits, activation_init,

@@ -170,8 +170,7 @@ def kmeans_quantize_model(model, policy, calibration_data, init="mse",
     check_tf_keras_model(model)
     policy = BitPolicy.parse(policy)
     plain, configs = strip_annotations(model)
-    steps = tuple(preprocess or ())
-    float_model = run_preprocess(plain, steps if "bn_fold" in steps else ("bn_fold",) + steps)
+    float_model = run_preprocess(plain, preprocess)
     uniform = calibrate(build_quantized_model(float_model, policy, init, configs), float_model,
                         calibration_data, batch_size, seed)
     kmeans_configs = dict(configs)
@@ -200,12 +199,12 @@ def kmeans_flash(model, policy=None, centroid_bytes=4):
     a float32 scale per output channel instead of the codebook). ``model`` is a float model with
     ``policy``, or a quantized model (uniform or k-means) with ``policy=None``.
     """
-    from tfq_tiny.preprocess import fold_batch_norm
+    from tfq_tiny.preprocess import as_deployed
 
     if not any(isinstance(layer, QuantizeWrapper) for layer in model.layers):
         if policy is None:
             raise ValueError("kmeans_flash of a float model needs a policy (e.g. 'w4a8').")
-        model = build_quantized_model(fold_batch_norm(model), BitPolicy.parse(policy))
+        model = build_quantized_model(as_deployed(model), BitPolicy.parse(policy))
     total = 0
     for op in op_graph(model)[0]:
         if op.kernel_shape is not None:

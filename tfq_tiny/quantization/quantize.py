@@ -72,11 +72,13 @@ def strip_annotations(model):
     return rebuild(graph, transform), configs
 
 
-def _feeds_output(graph, name):
-    """True when ``name``'s output reaches a model output through pass-through layers only."""
+def _is_logits(graph, name):
+    """True when ``name``'s output reaches a model output or a softmax through pass-through
+    layers only: the logits, at ``BitPolicy.output_bits`` (TFLM's SOFTMAX reads int8 only)."""
     if name in graph.output_names:
         return True
-    return any(cfg.is_pass_through(graph[c].layer) and _feeds_output(graph, c)
+    return any(cfg.is_softmax(graph[c].layer) or (cfg.is_pass_through(graph[c].layer) and
+                                                  _is_logits(graph, c))
                for c in graph.consumers(name))
 
 
@@ -104,7 +106,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
             tensor_bits[node.name] = in_bits
             return clone_call(node, inputs)
         else:
-            act_bits = policy.activation_bits_for(node.name, _feeds_output(graph, node.name))
+            act_bits = policy.activation_bits_for(node.name, _is_logits(graph, node.name))
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
                                         w_init, a_init, cfg.fused_relu(graph, node.name) is None,
                                         input_bits=in_bits)
@@ -131,7 +133,8 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
       init: "mse" or "minmax", or {"weights": ..., "activations": ...}; activations may also
         be "loss_aware" (MSE ranges rescaled for the model output, ``quantization.loss_aware``).
       preprocess: float transforms to apply first, any of ("bn_fold", "cle"). BatchNorm
-        is always folded (deployed kernels have no BatchNorm), so () means BN folding only.
+        folding and splitting SeparableConv2D / softmax-activated layers always run (the
+        kernels have neither), so () means just those (``preprocess.as_deployed``).
 
     Returns:
       A calibrated fake-quant tf_keras model (save/load it inside ``quantize_scope()``).
@@ -140,10 +143,7 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
     policy = BitPolicy.parse(policy)
     _split_init(init)
     plain, configs = strip_annotations(model)
-    steps = tuple(preprocess or ())
-    if "bn_fold" not in steps:
-        steps = ("bn_fold",) + steps
-    float_model = run_preprocess(plain, steps)
+    float_model = run_preprocess(plain, preprocess)
     qmodel = build_quantized_model(float_model, policy, init, configs)
     return calibrate(qmodel, float_model, calibration_data, batch_size, seed)
 

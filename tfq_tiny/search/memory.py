@@ -28,6 +28,7 @@ from tfq_tiny.analysis import model_statistics, op_graph
 from tfq_tiny.analysis.ops import FLOAT_BITS
 from tfq_tiny.analysis.stats import BIAS_BYTES, SCALE_BYTES
 from tfq_tiny.errors import TfqError
+from tfq_tiny.quantization.configs import is_softmax
 from tfq_tiny.quantization.policy import BitPolicy
 
 BIT_CHOICES = (2, 4, 8)
@@ -111,20 +112,20 @@ class MemoryModel:
 
     Args:
       model: a float tf_keras model (BatchNorm is folded as ``model_statistics`` does).
-      base_policy: bits of everything not searched (the model output's ``output_bits``).
+      base_policy: bits of everything not searched (the logits' ``output_bits``).
       keep_residual_8bit: fix the activation variables of every Add input and output at 8 bits.
       choices: the bit widths a variable may take (deployable: 2, 4, 8).
     """
 
     def __init__(self, model, base_policy=None, keep_residual_8bit=False, choices=BIT_CHOICES):
-        from tfq_tiny.preprocess import fold_batch_norm
+        from tfq_tiny.preprocess import as_deployed
         from tfq_tiny.quantization.quantize import build_quantized_model
 
         self.base_policy = BitPolicy.uniform() if base_policy is None else BitPolicy.parse(
             base_policy)
         self.choices = tuple(sorted(set(int(b) for b in choices)))
         self.keep_residual_8bit = bool(keep_residual_8bit)
-        folded = fold_batch_norm(model)
+        folded = as_deployed(model)
         names = [layer.name for layer in folded.layers]
         codes = {name: i + 1 for i, name in enumerate(names)}
         n_probes = 1
@@ -160,10 +161,11 @@ class MemoryModel:
         self._tensor_var = {}
         producer = {op.output: op for op in ops}
         input_names = [n for n in tensors if n not in producer]
+        logits = set(outputs) | {op.inputs[0] for op in ops if is_softmax(op.layer)}
         for name in tensors:
             values = [probe[2][1][name].bits for probe in probes]
             controller = self._decode(values, names)
-            if controller is None or name in outputs:
+            if controller is None or name in logits:
                 base = tensors[name].bits
                 if controller is not None:
                     base = self.base_policy.activation_bits_for(controller, True)

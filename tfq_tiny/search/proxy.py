@@ -32,7 +32,7 @@ class ProxyEvaluator:
 
     def __init__(self, model, calibration_data, x, y=None, init="mse",
                  preprocess=("bn_fold", "cle"), batch_size=256, seed=0):
-        self.float_model = run_preprocess(model, tuple(preprocess or ()) or ("bn_fold",))
+        self.float_model = run_preprocess(model, preprocess)
         self.calibration_data = calibration_data
         self.x = np.asarray(x, np.float32)
         self.y = None if y is None else np.asarray(y)

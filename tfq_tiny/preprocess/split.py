@@ -1,0 +1,61 @@
+"""Split layers that deploy as two TFLite operators into those two layers.
+
+Keras layers that TFLite's own converter lowers to two operators are split the same way here,
+so that each quantized layer is one integer kernel with its own output grid:
+
+- ``SeparableConv2D`` -> ``DepthwiseConv2D`` (``<name>_depthwise``, no bias) and a 1x1
+  ``Conv2D`` (``<name>_pointwise``, with the bias and fused activation);
+- a weight layer with ``activation="softmax"`` (the usual ``Dense(n, activation="softmax")``
+  classifier head) -> the linear layer (same name) and ``Softmax`` (``<name>_softmax``).
+
+The outputs are the float model's (up to float32 summation order).
+"""
+from tfq_tiny._compat import keras
+from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
+from tfq_tiny.quantization.configs import activation_name, weight_attr
+
+layers = keras.layers
+
+
+def _needs_split(layer):
+    return type(layer) is layers.SeparableConv2D or (
+        weight_attr(layer) is not None and activation_name(layer) == "softmax")
+
+
+def _separable(layer, x):
+    config = layer.get_config()
+    depthwise_kernel, pointwise_kernel, *bias = layer.get_weights()
+    depthwise = layers.DepthwiseConv2D(
+        config["kernel_size"], strides=config["strides"], padding=config["padding"],
+        depth_multiplier=config["depth_multiplier"], data_format=config["data_format"],
+        dilation_rate=config["dilation_rate"], use_bias=False, name=f"{layer.name}_depthwise")
+    pointwise = layers.Conv2D(config["filters"], 1, data_format=config["data_format"],
+                              activation=config["activation"], use_bias=config["use_bias"],
+                              name=f"{layer.name}_pointwise")
+    y = depthwise(x)
+    depthwise.set_weights([depthwise_kernel])
+    out = pointwise(y)
+    pointwise.set_weights([pointwise_kernel] + bias)
+    return out
+
+
+def split_layers(model):
+    """A copy of ``model`` with its two-operator layers split (the model itself if none)."""
+    graph = Graph(model)
+    if not any(_needs_split(node.layer) for node in graph):
+        return model
+
+    def transform(node, inputs):
+        if node.name in graph.input_names:
+            return inputs[0]
+        layer = node.layer
+        if not _needs_split(layer):
+            return clone_call(node, inputs)
+        if type(layer) is layers.SeparableConv2D:
+            return _separable(layer, inputs[0])
+        linear = clone_layer(layer, activation="linear")
+        out = call_layer(linear, inputs)
+        linear.set_weights(layer.get_weights())
+        return layers.Softmax(name=f"{layer.name}_softmax")(out)
+
+    return rebuild(graph, transform)
