@@ -223,6 +223,43 @@ def test_signal_model_layers_agree_exactly(exports, policy):
         assert row["exact"] == 1.0, (layer, row)
 
 
+def keras_applications_style_model():
+    """The head and stride-2 blocks as keras.applications.MobileNet writes them: ZeroPadding2D
+    before a VALID strided depthwise conv, SeparableConv2D, GAP -> Reshape -> 1x1 conv classifier
+    -> Reshape -> softmax Activation."""
+    keras.utils.set_random_seed(3)
+    i = keras.Input((12, 12, 3), name="image")
+    x = L.ReLU(6.0, name="r1")(L.BatchNormalization(name="bn1")(
+        L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(i)))
+    x = L.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(x)
+    x = L.ReLU(6.0, name="r2")(L.DepthwiseConv2D(3, strides=2, name="dw")(x))
+    x = L.SeparableConv2D(8, 3, padding="same", activation="relu", name="sep")(x)
+    x = L.Reshape((1, 1, 8), name="to_map")(L.GlobalAveragePooling2D(name="gap")(x))
+    x = L.Reshape((4,), name="to_logits")(L.Conv2D(4, 1, name="preds")(x))
+    return _randomize_bn(keras.Model(i, L.Activation("softmax", name="prob")(x)), 3)
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_keras_applications_style_model_exports_and_agrees_exactly(policy):
+    x = _data((12, 12, 3), 64, 5)
+    qmodel = tfq_tiny.quantize_model(keras_applications_style_model(), policy, calibration_data=x)
+    model_bytes = to_tflite(qmodel)
+    assert not {"SHAPE", "PAD", "STRIDED_SLICE"} & {n.split()[0] for n in op_names(model_bytes)}
+    report = layer_agreement(qmodel, model_bytes, x[:16])
+    assert {"c1", "dw", "sep_depthwise", "sep_pointwise", "preds", "prob"} <= set(report)
+    for layer, row in report.items():
+        assert row["exact"] == 1.0, (policy, layer, row)
+
+
+def test_a_padding_that_cannot_fold_is_refused_by_name():
+    i = keras.Input((12, 12, 3))
+    x = L.Conv2D(4, 3, strides=2, name="c")(L.ZeroPadding2D(1, name="pad_sym")(i))
+    qmodel = tfq_tiny.quantize_model(keras.Model(i, x), "w8a8",
+                                     calibration_data=_data((12, 12, 3), 16, 0))
+    with pytest.raises(ExportError, match="'pad_sym' \\(ZeroPadding2D\\) deploys only folded"):
+        to_tflite(qmodel)
+
+
 # ---- (d) native vs NumPy -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("policy", ["w4a4", "mixed", "w2a2"])

@@ -49,6 +49,22 @@ def test_separable_and_softmax_layers_split_into_their_deployed_operators(images
                                model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
 
 
+def test_zero_padding_folds_into_the_same_padding_of_the_next_convolution(images):
+    L = keras.layers
+    i = keras.Input((16, 16, 3))
+    x = L.ZeroPadding2D(((0, 1), (0, 1)), name="pad")(i)              # = SAME at stride 2
+    x = L.DepthwiseConv2D(3, strides=2, name="dw")(x)
+    x = L.ZeroPadding2D(1, name="pad_sym")(x)                          # not SAME at stride 2
+    x = L.Conv2D(4, 3, strides=2, name="c")(x)
+    model = keras.Model(i, x)
+    deployed = as_deployed(model)
+    names = [l.name for l in deployed.layers]
+    assert "pad" not in names and "pad_sym" in names
+    assert deployed.get_layer("dw").padding == "same" and deployed.get_layer("c").padding == "valid"
+    np.testing.assert_allclose(deployed.predict(images, verbose=0), model.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_softmax_input_is_logits_at_output_bits(images):
     def bits(policy):
         q = tfq_tiny.quantize_model(separable_softmax_model(), policy, calibration_data=images)

@@ -165,6 +165,12 @@ class _Plan:
                 self.grid[op.output] = _Grid(op.output, source.bits, source.scale,
                                              source.zero_point, source.bits)
                 continue
+            if kind in ("ZeroPadding1D", "ZeroPadding2D"):
+                raise ExportError(
+                    f"layer '{op.name}' ({kind}) deploys only folded into the convolution right "
+                    "after it, where it equals that convolution's SAME padding "
+                    "(tfq_tiny.preprocess.fold_zero_padding); here it does not. Drop it and give "
+                    "the convolution padding='same', or pad the input before the model.")
             owner = op.fused[-1] if op.fused else op.name
             grid = _slot_grid(outputs.get(owner), op.output, owner)
             if self._is_softmax(op):
@@ -293,7 +299,12 @@ def _tf_convert(twin, plan, input_type, samples=16, seed=0):
         for _ in range(samples):
             yield [rng.uniform(lo, hi, size=shape).astype(np.float32) for lo, hi, shape in ranges]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(twin)
+    # A fixed batch of one: Keras' Reshape computes its batch dimension at run time, which
+    # leaves SHAPE/STRIDED_SLICE/PACK operators behind unless the batch is static.
+    specs = [tf.TensorSpec(shape, tf.float32) for _, _, shape in ranges]
+    forward = tf.function(lambda *xs: twin(list(xs) if len(xs) > 1 else xs[0], training=False))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [forward.get_concrete_function(*specs)], twin)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
