@@ -6,7 +6,7 @@ import pytest
 
 import tfq_tiny
 from tfq_tiny._compat import keras, tf
-from tfq_tiny.errors import (BitWidthError, CalibrationDataError, ModelFormatError,
+from tfq_tiny.errors import (BitWidthError, CalibrationDataError, ModelFormatError, TfqError,
                              UnsupportedLayerError)
 from tfq_tiny.preprocess import as_deployed, cross_layer_equalize, fold_batch_norm
 from tfq_tiny.preprocess.cle import equalization_pairs
@@ -135,6 +135,14 @@ def test_policy_overrides_per_layer(small_cnn, images):
     bits = {(s.layer_name, s.kind): s.quantizer.num_bits for s in quantizer_slots(q)}
     assert bits[("pw", "weight")] == 2 and bits[("c1", "weight")] == 4
     assert bits[("r2", "output")] == 4 and bits[("r1", "output")] == 8
+
+
+def test_an_override_of_a_layer_the_model_lacks_is_an_error(small_cnn, images):
+    # a typo, or a layer preprocessing folds away, must not silently leave the default width
+    for name in ("fcc", "bn1"):
+        with pytest.raises(TfqError, match=f"does not have: \\['{name}'\\]"):
+            tfq_tiny.quantize_model(small_cnn, BitPolicy(4, 4).with_override(name, weight_bits=8),
+                                    calibration_data=images)
 
 
 def test_logits_stay_8bit_unless_asked(small_cnn, images):

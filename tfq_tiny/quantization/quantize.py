@@ -6,6 +6,7 @@ output channel, every tensor that flows between TFLite operators quantized per t
 ReLU/ReLU6 quantized once after the operator it follows, as TFLite fuses it.
 """
 from tfq_tiny._compat import QuantizeAnnotate, QuantizeLayer, keras, tfmot
+from tfq_tiny.errors import TfqError
 from tfq_tiny.graph import Graph, call_layer, check_tf_keras_model, clone_call, clone_layer, rebuild
 from tfq_tiny.preprocess import preprocess as run_preprocess
 from tfq_tiny.quantization import configs as cfg
@@ -88,6 +89,13 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
     w_init, a_init = _split_init(init)
     configs = dict(configs or {})
     graph = Graph(float_model)
+    unknown = sorted(set(policy.overrides) - {node.name for node in graph})
+    if unknown:
+        raise TfqError(
+            f"The policy overrides layers the model does not have: {unknown}. Its layers, as "
+            f"deployed: {[node.name for node in graph]} (BatchNormalization folds into the "
+            "layer before it, SeparableConv2D 'x' becomes 'x_depthwise' and 'x_pointwise', "
+            "ZeroPadding folds into the convolution after it). Key overrides by those names.")
     tensor_bits = {}
 
     def transform(node, inputs):
@@ -132,9 +140,10 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
         activations are quantized.
       init: "mse" or "minmax", or {"weights": ..., "activations": ...}; activations may also
         be "loss_aware" (MSE ranges rescaled for the model output, ``quantization.loss_aware``).
-      preprocess: float transforms to apply first, any of ("bn_fold", "cle"). BatchNorm
-        folding and splitting SeparableConv2D / softmax-activated layers always run (the
-        kernels have neither), so () means just those (``preprocess.as_deployed``).
+      preprocess: float transforms to apply first, any of ("bn_fold", "cle"). The rewrites
+        that make the graph deployable always run (``preprocess.as_deployed``: ZeroPadding
+        folding, splitting SeparableConv2D / softmax-activated layers, BatchNorm folding), so
+        () means just those.
 
     Returns:
       A calibrated fake-quant tf_keras model (save/load it inside ``quantize_scope()``).

@@ -111,7 +111,8 @@ class MemoryModel:
     """M1/M2 of a model as exact linear forms over the per-tensor bit choices.
 
     Args:
-      model: a float tf_keras model (BatchNorm is folded as ``model_statistics`` does).
+      model: a float tf_keras model (taken as deployed, ``preprocess.as_deployed``, as
+        ``model_statistics`` does).
       base_policy: bits of everything not searched (the logits' ``output_bits``).
       keep_residual_8bit: fix the activation variables of every Add input and output at 8 bits.
       choices: the bit widths a variable may take (deployable: 2, 4, 8).
