@@ -163,14 +163,13 @@ def _statistics(model, policy=None):
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=None)
 def code_version():
     """The library code a run used: git HEAD, and whether/how ``tfq_tiny/`` differed from it.
 
     Other work may edit the tree or commit while a sweep runs; ``diff`` (a hash of
     ``git diff HEAD`` over ``tfq_tiny/`` and its untracked files) tells records made with
-    different edits apart. Read once per process, when the sweep starts (``run_sweep``), i.e.
-    when the code it runs was imported, not when a cell ends. None outside a git checkout.
+    different edits apart. Read once per process, when the sweep starts (``run_sweep``) and
+    the code it runs is imported, not when its first cell ends. None outside a git checkout.
     """
     import hashlib
     import subprocess
