@@ -173,7 +173,7 @@ class _Plan:
                     "the convolution padding='same', or pad the input before the model.")
             owner = op.fused[-1] if op.fused else op.name
             grid = _slot_grid(outputs.get(owner), op.output, owner)
-            if self._is_softmax(op):
+            if is_softmax(op.layer):
                 if grid.bits != 8 or self.grid[op.inputs[0]].bits != 8:
                     raise ExportError(
                         f"layer '{op.name}' (softmax) must read and write 8-bit tensors: TFLM's "
@@ -188,15 +188,11 @@ class _Plan:
         for name in self.outputs:
             self.grid[name].storage_bits = 8
 
-    @staticmethod
-    def _is_softmax(op):
-        return is_softmax(op.layer)
-
     def fused_activation(self, op):
         """TFLite's fused activation for ``op`` ('NONE', 'RELU', 'RELU6')."""
         source = self.inner[op.fused[-1]] if op.fused else op.layer
         name = activation_name(source)
-        if name not in _FUSED and not self._is_softmax(op):
+        if name not in _FUSED and not is_softmax(op.layer):
             raise UnsupportedLayerError(f"layer '{op.name}': activation '{name}' cannot be fused into "
                                         "a TFLite operator; use linear, relu or relu6.")
         return _FUSED.get(name, "NONE")
