@@ -251,6 +251,33 @@ def test_keras_applications_style_model_exports_and_agrees_exactly(policy):
         assert row["exact"] == 1.0, (policy, layer, row)
 
 
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_model_with_input_rescaling_takes_raw_pixels_and_agrees_exactly(policy):
+    """``Rescaling(1/255)`` first, as Keras tutorials write it: it folds into the first conv, so
+    the deployed model reads raw 0-255 pixels, on the shim and (int8) on TFLM."""
+    keras.utils.set_random_seed(4)
+    i = keras.Input((12, 12, 3), name="pixels")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(L.Rescaling(1 / 255)(i))
+    x = L.GlobalAveragePooling2D(name="gap")(L.DepthwiseConv2D(3, activation="relu", name="dw")(x))
+    model = keras.Model(i, L.Dense(4, activation="softmax", name="head")(x))
+    pixels = np.random.default_rng(6).integers(0, 256, (64, 12, 12, 3)).astype(np.float32)
+    qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=pixels)
+    model_bytes = to_tflite(qmodel)
+    assert not {"MUL", "ADD"} & set(op_names(model_bytes))
+    image = next(t for t in flatbuffer.read_model(model_bytes).subgraphs[0].tensors
+                 if t.name == b"pixels")
+    step = 255 / (2 ** (8 if policy == "w8a8" else 4) - 1)
+    assert step / 2 < image.quantization.scale[0] <= step * 1.01  # pixel units (MSE may clip)
+    report = layer_agreement(qmodel, model_bytes, pixels[:16])
+    assert {"c1", "dw", "head", "head_softmax"} <= set(report)
+    for layer, row in report.items():
+        assert row["exact"] == 1.0, (policy, layer, row)
+    if policy == "w8a8":
+        xs = quantize_input(model_bytes, pixels)
+        assert np.array_equal(Interpreter(model_content=model_bytes).run(xs)[0],
+                              run_tflm(model_bytes, xs))
+
+
 def test_a_padding_that_cannot_fold_is_refused_by_name():
     i = keras.Input((12, 12, 3))
     x = L.Conv2D(4, 3, strides=2, name="c")(L.ZeroPadding2D(1, name="pad_sym")(i))

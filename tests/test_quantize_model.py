@@ -65,6 +65,42 @@ def test_zero_padding_folds_into_the_same_padding_of_the_next_convolution(images
                                rtol=1e-5, atol=1e-6)
 
 
+def test_input_scaling_folds_into_the_weight_layers_it_feeds():
+    L = keras.layers
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 255, (8, 12, 12, 3)).astype(np.float32)
+    i = keras.Input((12, 12, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1.0, name="scale")(i)
+    dw = L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False, name="dw")(x)   # both kinds of
+    c = L.Conv2D(5, 3, strides=2, name="c")(x)                                     # consumer
+    y = L.Concatenate()([L.GlobalAveragePooling2D()(dw), L.GlobalAveragePooling2D()(c)])
+    sensors = (rng.normal(3, 2, (64, 6)) * np.arange(1, 7)).astype(np.float32)
+    norm = L.Normalization(name="norm")
+    norm.adapt(sensors)
+    j = keras.Input((6,))
+    for model, x in [(keras.Model(i, y), pixels), (keras.Model(j, L.Dense(4)(norm(j))), sensors),
+                     (keras.Model(i, L.Conv2D(4, 3, padding="same")(L.Rescaling(1 / 255)(i))),
+                      pixels)]:
+        deployed = as_deployed(model)
+        assert not any(isinstance(l, (L.Rescaling, L.Normalization)) for l in deployed.layers)
+        expected = model.predict(x, verbose=0)
+        np.testing.assert_allclose(deployed.predict(x, verbose=0), expected,
+                                   rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda L, i: L.Conv2D(4, 3, padding="same")(L.Rescaling(1 / 127.5, offset=-1, name="s")(i)),
+     "'s' has a non-zero offset and feeds .* padding='valid'"),
+    (lambda L, i: L.MaxPooling2D(name="mp")(L.Rescaling(1 / 255, name="s")(i)),
+     "'s' feeds 'mp' \\(MaxPooling2D\\); it folds only into"),
+    (lambda L, i: L.Rescaling(2.0, name="s")(i), "'s' is a model output")])
+def test_input_scaling_that_cannot_fold_is_refused_with_the_reason(build, match, images):
+    i = keras.Input((16, 16, 3))
+    with pytest.raises(UnsupportedLayerError, match=match):
+        tfq_tiny.quantize_model(keras.Model(i, build(keras.layers, i)), "w8a8",
+                                calibration_data=images)
+
+
 def test_softmax_input_is_logits_at_output_bits(images):
     def bits(policy):
         q = tfq_tiny.quantize_model(separable_softmax_model(), policy, calibration_data=images)
