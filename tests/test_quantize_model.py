@@ -181,6 +181,22 @@ def test_an_override_of_a_layer_the_model_lacks_is_an_error(small_cnn, images):
                                     calibration_data=images)
 
 
+@pytest.mark.parametrize("name, bits, match", [
+    ("mp", {"activation_bits": 4}, "'mp' passes its input's values through"),
+    ("r1", {"weight_bits": 2}, "'r1' has no weights"),
+    ("c1", {"activation_bits": 4}, "'c1' deploys with 'r1' fused.* set activation_bits on 'r1'"),
+    ("image", {"weight_bits": 4}, "'image' has no weights")])
+def test_an_override_that_no_tensor_takes_is_an_error(small_cnn, images, name, bits, match):
+    with pytest.raises(TfqError, match=match):
+        tfq_tiny.quantize_model(small_cnn, BitPolicy(4, 4).with_override(name, **bits),
+                                calibration_data=images)
+    for name, bits in [("r1", {"activation_bits": 2}), ("fc", {"weight_bits": 2}),
+                       ("pw", {"activation_bits": 2}), ("image", {"activation_bits": 8}),
+                       ("ap", {"activation_bits": 8})]:
+        tfq_tiny.quantize_model(small_cnn, BitPolicy(4, 4).with_override(name, **bits),
+                                calibration_data=images[:8])
+
+
 def test_logits_stay_8bit_unless_asked(small_cnn, images):
     def fc_bits(policy):
         q = tfq_tiny.quantize_model(small_cnn, policy, calibration_data=images)

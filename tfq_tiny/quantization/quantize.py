@@ -83,20 +83,27 @@ def _is_logits(graph, name):
                for c in graph.consumers(name))
 
 
-def build_quantized_model(float_model, policy, init="mse", configs=None):
-    """Wrap every layer of a preprocessed float model with its QuantizeConfig (uncalibrated)."""
+def build_quantized_model(float_model, policy, init="mse", configs=None, check_overrides=True):
+    """Wrap every layer of a preprocessed float model with its QuantizeConfig (uncalibrated).
+
+    An override naming a layer the model lacks, or setting a width the layer has no tensor for
+    (weight bits of a ReLU, activation bits of a pass-through layer or of a layer whose fused
+    ReLU holds the output grid), raises TfqError unless ``check_overrides`` is False (the
+    memory model's probes, which set both widths on every layer on purpose)."""
     policy = BitPolicy.parse(policy)
     w_init, a_init = _split_init(init)
     configs = dict(configs or {})
     graph = Graph(float_model)
     unknown = sorted(set(policy.overrides) - {node.name for node in graph})
-    if unknown:
+    if unknown and check_overrides:
         raise TfqError(
             f"The policy overrides layers the model does not have: {unknown}. Its layers, as "
             f"deployed: {[node.name for node in graph]} (BatchNormalization folds into the "
             "layer before it, SeparableConv2D 'x' becomes 'x_depthwise' and 'x_pointwise', "
-            "ZeroPadding folds into the convolution after it). Key overrides by those names.")
+            "ZeroPadding folds into the convolution after it, Rescaling/Normalization into the "
+            "layers after it). Key overrides by those names.")
     tensor_bits = {}
+    applied = {}
 
     def transform(node, inputs):
         layer = node.layer
@@ -105,6 +112,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
             tensor_bits[node.name] = bits
             if bits is None:
                 return inputs[0]
+            applied[node.name] = {"activation_bits"}
             quantizer = ActivationQuantizer(bits, a_init)
             return QuantizeLayer(quantizer, name=f"{node.name}_quantize")(inputs[0])
         in_bits = tensor_bits.get(node.inputs[0]) if node.inputs else None
@@ -120,12 +128,40 @@ def build_quantized_model(float_model, policy, init="mse", configs=None):
                                         input_bits=in_bits)
         tensor_bits[node.name] = getattr(config, "activation_bits", None) \
             if config.get_output_quantizers(layer) else None
+        if node.name in configs:
+            applied[node.name] = {"weight_bits", "activation_bits"}  # the config decides
+        else:
+            applied[node.name] = {"weight_bits"} if config.get_weights_and_quantizers(layer) else set()
+            if getattr(config, "output_quantizer", None) is not None or (
+                    act_bits is None and cfg.fused_relu(graph, node.name) is None):
+                applied[node.name].add("activation_bits")
         inner = clone_layer(layer)
         inner.build(layer.input_shape)
         inner.set_weights(layer.get_weights())
         return call_layer(QuantizeWrapper(inner, config), inputs)
 
-    return rebuild(graph, transform, name=f"{float_model.name}_quantized")
+    qmodel = rebuild(graph, transform, name=f"{float_model.name}_quantized")
+    if check_overrides:
+        _check_overrides_apply(graph, policy, applied)
+    return qmodel
+
+
+def _check_overrides_apply(graph, policy, applied):
+    """Raise when an override sets a width the layer has no tensor for (it would do nothing)."""
+    problems = []
+    for name, spec in sorted(policy.overrides.items()):
+        for key in sorted(set(spec) - applied.get(name, set())):
+            if key == "weight_bits":
+                problems.append(f"'{name}' has no weights, so its weight_bits does nothing")
+            elif cfg.fused_relu(graph, name) is not None:
+                relu = cfg.fused_relu(graph, name).name
+                problems.append(f"'{name}' deploys with '{relu}' fused, whose output is the "
+                                f"tensor: set activation_bits on '{relu}'")
+            else:
+                problems.append(f"'{name}' passes its input's values through (no grid of its "
+                                "own): set activation_bits on the layer that produces its input")
+    if problems:
+        raise TfqError("The policy sets widths that no tensor takes: " + "; ".join(problems) + ".")
 
 
 def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",

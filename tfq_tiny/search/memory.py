@@ -140,7 +140,7 @@ class MemoryModel:
                 if digit:
                     overrides[name] = {"weight_bits": digit + 1, "activation_bits": digit + 1}
             policy = BitPolicy(8, 8, overrides, 8)
-            qmodel = build_quantized_model(folded, policy)
+            qmodel = build_quantized_model(folded, policy, check_overrides=False)
             probes.append((policy, qmodel, op_graph(qmodel)))
         self._build(probes, names)
         for policy, qmodel, _ in probes:
