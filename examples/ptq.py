@@ -17,7 +17,8 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "cnn1d", "Benchmark model whose shipped checkpoint to use.")
-flags.DEFINE_string("checkpoint", None, "A float tf_keras .h5 model instead of the shipped one.")
+flags.DEFINE_string("checkpoint", None, "A float model file (tf_keras .h5/.keras, or a Keras 3 "
+                    ".keras file) instead of the shipped one.")
 flags.DEFINE_string("dataset", None, "Dataset name (default: the model's benchmark dataset).")
 flags.DEFINE_string("data_dir", None, "Data directory (default: $TFQ_DATA_DIR or ../shared/data).")
 flags.DEFINE_integer("weight_bits", 4, "Weight bits (2-8).")
@@ -59,7 +60,6 @@ def main(argv):
     import tfq_tiny
     from tfq_tiny.io import atomic_write_json
     from tfq_tiny import data, models
-    from tfq_tiny._compat import keras
     from tfq_tiny.analysis import model_statistics
     from tfq_tiny.evaluate import accuracy
     from tfq_tiny.ptq import PTQConfig, PTQPipeline
@@ -68,7 +68,7 @@ def main(argv):
     if not os.path.exists(path):
         raise app.UsageError(f"Checkpoint {path} not found; train it with examples/train.py.")
     dataset_name = FLAGS.dataset or models.DATASET_OF.get(FLAGS.model)
-    model = keras.models.load_model(path, compile=False)
+    model = tfq_tiny.load_float_model(path)
     dataset = data.load(dataset_name, data_dir=FLAGS.data_dir, seed=FLAGS.seed)
     if FLAGS.policy:
         with open(FLAGS.policy) as f:

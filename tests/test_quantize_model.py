@@ -273,12 +273,21 @@ def test_unsupported_layer_is_named(images):
         tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=images)
 
 
-def test_keras3_model_rejected_with_advice():
+def test_keras3_model_rejected_with_advice_where_not_converted():
     import keras as keras3
 
+    from tfq_tiny.analysis import model_statistics
+
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(ModelFormatError, match="tf_keras"):
-        tfq_tiny.quantize_model(model, "w8a8", calibration_data=np.zeros((4, 4)))
+    with pytest.raises(ModelFormatError, match="tfq_tiny.as_tf_keras\\(model\\)"):
+        model_statistics(model)
+
+    class Sub(keras3.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ModelFormatError, match="not a functional or Sequential"):
+        tfq_tiny.quantize_model(Sub(), "w8a8", calibration_data=np.zeros((4, 4)))
 
 
 def test_subclassed_and_unbuilt_models_rejected():

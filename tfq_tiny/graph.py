@@ -29,9 +29,10 @@ def check_tf_keras_model(model):
         if module.startswith("keras"):
             raise ModelFormatError(
                 f"Got a Keras 3 model ({type(model).__name__} from '{module}'). tfq_tiny works on "
-                "Keras 2 models (tf_keras), as TFMOT does. Build it with `import tf_keras as keras` "
-                "(or `from tfq_tiny._compat import keras`), or load the saved file with "
-                "`tf_keras.models.load_model(path)`.")
+                "Keras 2 models (tf_keras), as TFMOT does: convert it with "
+                "`tfq_tiny.as_tf_keras(model)` (quantize_model does so itself), load a saved "
+                "file with `tfq_tiny.load_float_model(path)`, or build it with "
+                "`import tf_keras as keras`.")
         raise ModelFormatError(
             f"Expected a tf_keras Model, got {type(model).__name__}. Pass a functional or "
             "Sequential tf_keras model.")

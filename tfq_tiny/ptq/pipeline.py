@@ -14,6 +14,7 @@ import numpy as np
 from tfq_tiny._compat import keras
 from tfq_tiny.graph import check_tf_keras_model
 from tfq_tiny.io import atomic_write_json
+from tfq_tiny.keras3 import as_tf_keras
 from tfq_tiny.preprocess import preprocess
 from tfq_tiny.ptq import adaquant, adaround, bitsplit, lsq  # noqa: F401  (register optimisers)
 from tfq_tiny.ptq.bias_tuning import bias_tuning_model, model_biases
@@ -106,8 +107,10 @@ class PTQPipeline:
         return callbacks
 
     def run(self, model, calibration_data, policy="w4a4"):
-        """The quantized tf_keras model for ``model`` under ``policy``."""
+        """The quantized tf_keras model for ``model`` (tf_keras, or Keras 3 rebuilt with
+        ``as_tf_keras``) under ``policy``."""
         cfg = self.config
+        model = as_tf_keras(model)
         check_tf_keras_model(model)
         policy = BitPolicy.parse(policy)
         keras.utils.set_random_seed(cfg.seed)

@@ -8,6 +8,7 @@ ReLU/ReLU6 quantized once after the operator it follows, as TFLite fuses it.
 from tfq_tiny._compat import QuantizeAnnotate, QuantizeLayer, keras, tfmot
 from tfq_tiny.errors import TfqError
 from tfq_tiny.graph import Graph, call_layer, check_tf_keras_model, clone_call, clone_layer, rebuild
+from tfq_tiny.keras3 import as_tf_keras
 from tfq_tiny.preprocess import preprocess as run_preprocess
 from tfq_tiny.quantization import configs as cfg
 from tfq_tiny.quantization.calibration import QuantizeWrapper, calibrate
@@ -170,7 +171,8 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
 
     Args:
       model: a functional or Sequential tf_keras model (may carry
-        ``quantize_annotate_layer`` annotations with hand-picked QuantizeConfigs).
+        ``quantize_annotate_layer`` annotations with hand-picked QuantizeConfigs), or a Keras 3
+        one, rebuilt first with ``as_tf_keras``.
       policy: a ``BitPolicy`` or a shorthand such as "w8a8", "w4a4", "w4a32".
       calibration_data: ~1024 unlabeled samples (array or tf.data.Dataset); required when
         activations are quantized.
@@ -184,6 +186,7 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
     Returns:
       A calibrated fake-quant tf_keras model (save/load it inside ``quantize_scope()``).
     """
+    model = as_tf_keras(model)
     check_tf_keras_model(model)
     policy = BitPolicy.parse(policy)
     _split_init(init)
