@@ -127,15 +127,10 @@ def main(argv):
 
 if __name__ == "__main__":
     from tfq_tiny import cli
-    from tfq_tiny.quantization.grid import MAX_BITS, MIN_BITS
 
-    flags.register_validator("weight_bits", lambda b: MIN_BITS <= b <= MAX_BITS,
-                             message=f"must be a bit width from {MIN_BITS} to {MAX_BITS}.")
-    flags.register_validator(
-        "activation_bits", lambda b: b.lower() in ("none", "32", "f") or (
-            b.isdigit() and MIN_BITS <= int(b) <= MAX_BITS),
-        message=f"must be a bit width from {MIN_BITS} to {MAX_BITS}, or 'none'.")
+    cli.check_bits("weight_bits")
+    cli.check_bits("activation_bits", off=("none", "32", "f"))
     flags.register_validator("policy", lambda path: path is None or os.path.isfile(path),
                              message="must be an existing BitPolicy JSON file.")
-    cli.check_bits_or_zero("edge_bits")
+    cli.check_bits("edge_bits", off=(0,))
     cli.run(main)

@@ -21,15 +21,18 @@ def parsed(*argv):
     cli.check_choices("models", ("cnn1d", "res8"), flag_values=values)
     cli.check_ints("seeds", flag_values=values)
     cli.check_policies("bits", extra=("mixed",), flag_values=values)
-    cli.check_bits_or_zero("edge_bits", flag_values=values)
+    flags.DEFINE_string("activation_bits", "4", "", flag_values=values)
+    cli.check_bits("edge_bits", off=(0,), flag_values=values)
+    cli.check_bits("activation_bits", off=("none",), flag_values=values)
     values(["prog", *argv])
     return values
 
 
 def test_good_flags_parse():
     values = parsed("--models=res8,cnn1d", "--seeds=0,3", "--bits=w8a8,w4a32,mixed",
-                    "--edge_bits=8")
+                    "--edge_bits=8", "--activation_bits=None")
     assert values.models == ["res8", "cnn1d"] and values.edge_bits == 8
+    assert parsed("--edge_bits=0", "--activation_bits=3").activation_bits == "3"
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -38,7 +41,9 @@ def test_good_flags_parse():
     (["--seeds=-1"], "-1 is below 0"),
     (["--bits=w9a4"], "weight_bits must be one of"),
     (["--bits=4bit"], "Cannot read a bit policy from '4bit'"),
-    (["--edge_bits=1"], "must be 0 (off) or a bit width from 2 to 8"),
+    (["--edge_bits=1"], "must be a bit width from 2 to 8, or 0 (off)"),
+    (["--activation_bits=9"], "must be a bit width from 2 to 8, or 'none' (off)"),
+    (["--activation_bits=four"], "must be a bit width from 2 to 8, or 'none' (off)"),
 ])
 def test_bad_flags_fail_at_parse_time_saying_what_is_wrong(argv, says):
     with pytest.raises(flags.IllegalFlagValueError) as error:

@@ -82,11 +82,20 @@ def check_policies(name, extra=(), flag_values=flags.FLAGS):
     flags.register_validator(name, checker, flag_values=flag_values)
 
 
-def check_bits_or_zero(name, flag_values=flags.FLAGS):
-    """Reject, at parse time, an integer flag that is neither 0 (off) nor a width 2..8."""
+def check_bits(name, off=(), flag_values=flags.FLAGS):
+    """Reject, at parse time, a bit-width flag (integer, or digits in a string flag) outside
+    2..8 unless it is one of the ``off`` values (e.g. 0, or "none" for float activations)."""
     from tfq_tiny.quantization.grid import MAX_BITS, MIN_BITS
 
-    flags.register_validator(
-        name, lambda value: value == 0 or MIN_BITS <= value <= MAX_BITS,
-        message=f"must be 0 (off) or a bit width from {MIN_BITS} to {MAX_BITS}.",
-        flag_values=flag_values)
+    def checker(value):
+        if value in off or (isinstance(value, str) and value.lower() in off):
+            return True
+        if isinstance(value, str):
+            if not value.isdigit():
+                return False
+            value = int(value)
+        return MIN_BITS <= value <= MAX_BITS
+
+    also = f", or {' / '.join(repr(v) for v in off)} (off)" if off else ""
+    flags.register_validator(name, checker, flag_values=flag_values,
+                             message=f"must be a bit width from {MIN_BITS} to {MAX_BITS}{also}.")
