@@ -251,6 +251,19 @@ def test_keras_applications_style_model_exports_and_agrees_exactly(policy):
         assert row["exact"] == 1.0, (policy, layer, row)
 
 
+def assert_agrees_exactly(qmodel, model_bytes, x, layers):
+    """Every layer (``layers`` among them) of the export equals the simulation on 16 inputs,
+    and an all-builtin export equals TFLM on all of ``x``."""
+    report = layer_agreement(qmodel, model_bytes, x[:16])
+    assert set(layers) <= set(report)
+    for layer, row in report.items():
+        assert row["exact"] == 1.0, (layer, row)
+    if not any(name.startswith("CUSTOM") for name in op_names(model_bytes)):
+        xs = quantize_input(model_bytes, x)
+        assert np.array_equal(Interpreter(model_content=model_bytes).run(xs)[0],
+                              run_tflm(model_bytes, xs))
+
+
 @pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
 def test_model_with_input_rescaling_takes_raw_pixels_and_agrees_exactly(policy):
     """``Rescaling(1/255)`` first, as Keras tutorials write it: it folds into the first conv, so
@@ -268,14 +281,23 @@ def test_model_with_input_rescaling_takes_raw_pixels_and_agrees_exactly(policy):
                  if t.name == b"pixels")
     step = 255 / (2 ** (8 if policy == "w8a8" else 4) - 1)
     assert step / 2 < image.quantization.scale[0] <= step * 1.01  # pixel units (MSE may clip)
-    report = layer_agreement(qmodel, model_bytes, pixels[:16])
-    assert {"c1", "dw", "head", "head_softmax"} <= set(report)
-    for layer, row in report.items():
-        assert row["exact"] == 1.0, (policy, layer, row)
-    if policy == "w8a8":
-        xs = quantize_input(model_bytes, pixels)
-        assert np.array_equal(Interpreter(model_content=model_bytes).run(xs)[0],
-                              run_tflm(model_bytes, xs))
+    assert_agrees_exactly(qmodel, model_bytes, pixels, {"c1", "dw", "head", "head_softmax"})
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_global_max_pooling_deploys_as_a_full_window_max_pool(policy):
+    keras.utils.set_random_seed(5)
+    i = keras.Input((40, 3), name="signal")
+    x = L.GlobalMaxPooling1D(name="gmp")(L.Conv1D(8, 5, activation="relu", name="c1")(i))
+    j = keras.Input((10, 10, 3), name="image")
+    y = L.GlobalMaxPooling2D(keepdims=True, name="gmp")(L.Conv2D(8, 3, activation="relu")(j))
+    for model, shape in [(keras.Model(i, L.Dense(4, name="fc")(x)), (40, 3)),
+                         (keras.Model(j, L.Flatten()(L.Conv2D(4, 1, name="fc")(y))), (10, 10, 3))]:
+        x_in = _data(shape, 64, 7)
+        qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=x_in)
+        model_bytes = to_tflite(qmodel)
+        assert "MAX_POOL_2D" in op_names(model_bytes) or policy != "w8a8"
+        assert_agrees_exactly(qmodel, model_bytes, x_in, {"gmp", "fc"})
 
 
 def test_a_padding_that_cannot_fold_is_refused_by_name():

@@ -6,7 +6,10 @@ so that each quantized layer is one integer kernel with its own output grid:
 - ``SeparableConv2D`` -> ``DepthwiseConv2D`` (``<name>_depthwise``, no bias) and a 1x1
   ``Conv2D`` (``<name>_pointwise``, with the bias and fused activation);
 - a weight layer with ``activation="softmax"`` (the usual ``Dense(n, activation="softmax")``
-  classifier head) -> the linear layer (same name) and ``Softmax`` (``<name>_softmax``).
+  classifier head) -> the linear layer (same name) and ``Softmax`` (``<name>_softmax``);
+- ``GlobalMaxPooling1D/2D`` -> a max pooling over the whole feature map (same name) and, unless
+  ``keepdims``, a ``Reshape`` to channels (``<name>_flat``): TFLM's MAX_POOL_2D with a full
+  window, which every bit width deploys, where TFLite's converter would emit REDUCE_MAX.
 
 The outputs are the float model's (up to float32 summation order).
 """
@@ -17,9 +20,24 @@ from tfq_tiny.quantization.configs import activation_name, weight_attr
 layers = keras.layers
 
 
+_GLOBAL_MAX = {layers.GlobalMaxPooling1D: layers.MaxPooling1D,
+               layers.GlobalMaxPooling2D: layers.MaxPooling2D}
+
+
 def _needs_split(layer):
+    if type(layer) in _GLOBAL_MAX:
+        return layer.get_config().get("data_format", "channels_last") == "channels_last" and \
+            None not in layer.input_shape[1:]
     return type(layer) is layers.SeparableConv2D or (
         weight_attr(layer) is not None and activation_name(layer) == "softmax")
+
+
+def _global_max(layer, x):
+    window = tuple(layer.input_shape[1:-1])
+    out = _GLOBAL_MAX[type(layer)](window, name=layer.name)(x)
+    if layer.get_config().get("keepdims"):
+        return out
+    return layers.Reshape((layer.input_shape[-1],), name=f"{layer.name}_flat")(out)
 
 
 def _separable(layer, x):
@@ -53,6 +71,8 @@ def split_layers(model):
             return clone_call(node, inputs)
         if type(layer) is layers.SeparableConv2D:
             return _separable(layer, inputs[0])
+        if type(layer) in _GLOBAL_MAX:
+            return _global_max(layer, inputs[0])
         linear = clone_layer(layer, activation="linear")
         out = call_layer(linear, inputs)
         linear.set_weights(layer.get_weights())

@@ -235,7 +235,7 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
             "consumer it is. Move it after such a layer, or remove it.")
     raise UnsupportedLayerError(
         f"Layer '{layer.name}' of type {type(layer).__name__} is not supported. Supported: "
-        "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, Average/Max/GlobalAverage "
-        "pooling, Softmax, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
+        "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, Average/Max/GlobalAverage/"
+        "GlobalMax pooling, Softmax, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
         "Rescaling/Normalization/BatchNormalization where they fold into a weight layer. Give it a "
         "QuantizeConfig with tfq_tiny.quantize_annotate_layer(layer, config), or replace it.")
