@@ -192,6 +192,7 @@ def test_an_override_that_no_tensor_takes_is_an_error(small_cnn, images, name, b
                                 calibration_data=images)
     for name, bits in [("r1", {"activation_bits": 2}), ("fc", {"weight_bits": 2}),
                        ("pw", {"activation_bits": 2}), ("image", {"activation_bits": 8}),
+                       ("image", {"activation_bits": None}),
                        ("ap", {"activation_bits": 8})]:
         tfq_tiny.quantize_model(small_cnn, BitPolicy(4, 4).with_override(name, **bits),
                                 calibration_data=images[:8])

@@ -111,9 +111,9 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
         if node.name in graph.input_names:
             bits = policy.activation_bits_for(node.name)
             tensor_bits[node.name] = bits
+            applied[node.name] = {"activation_bits"}
             if bits is None:
                 return inputs[0]
-            applied[node.name] = {"activation_bits"}
             quantizer = ActivationQuantizer(bits, a_init)
             return QuantizeLayer(quantizer, name=f"{node.name}_quantize")(inputs[0])
         in_bits = tensor_bits.get(node.inputs[0]) if node.inputs else None
