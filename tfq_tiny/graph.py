@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from tfq_tiny._compat import keras
 from tfq_tiny.errors import ModelFormatError
+from tfq_tiny.keras3 import is_keras3_model
 
 
 @dataclass
@@ -26,7 +27,7 @@ def check_tf_keras_model(model):
     """Raise ModelFormatError unless ``model`` is a built tf_keras functional/Sequential model."""
     if not isinstance(model, keras.Model):
         module = type(model).__module__
-        if module.startswith("keras"):
+        if is_keras3_model(model):
             raise ModelFormatError(
                 f"Got a Keras 3 model ({type(model).__name__} from '{module}'). tfq_tiny works on "
                 "Keras 2 models (tf_keras), as TFMOT does: convert it with "

@@ -102,17 +102,16 @@ def _replay(model):
         raise ModelFormatError(
             f"Keras 3 model '{model.name}' ({type(model).__name__}) is not a functional or "
             "Sequential model; tfq_tiny needs the layer graph. Rebuild it as one.")
-    tensors, inputs = {}, []
+    tensors = {}
     if "input_layers" not in config:                                      # Sequential
         specs = config["layers"]
         if not specs or specs[0]["class_name"] != "InputLayer":
             raise ModelFormatError(f"Sequential model '{model.name}' has no input shape; build "
                                    "it (keras.Input first) before converting.")
-        x = _input(specs[0])
-        inputs.append(x)
+        x = model_input = _input(specs[0])
         for spec in specs[1:]:
             x = _tf_keras_layer(spec)(x)
-        return keras.Model(inputs, x, name=config.get("name", model.name))
+        return keras.Model(model_input, x, name=config.get("name", model.name))
     for spec in config["layers"]:
         if spec["class_name"] == "InputLayer":
             tensors[spec["name"]] = _input(spec)

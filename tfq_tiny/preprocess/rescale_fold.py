@@ -67,8 +67,10 @@ def _refusal(graph, node, affine):
 
 def _folded_weights(layer, scale, offset):
     """``layer``'s [kernel, bias] when its input is ``x * scale + offset`` (per input channel)."""
-    kernel = layer.get_weights()[0].astype(np.float64)
-    bias = layer.get_weights()[1].astype(np.float64) if layer.use_bias else 0.0
+    weights = layer.get_weights()
+    dtype = weights[0].dtype
+    kernel = weights[0].astype(np.float64)
+    bias = weights[1].astype(np.float64) if layer.use_bias else 0.0
     channels = kernel.shape[-2]
     scale = np.broadcast_to(scale, (channels,)).reshape(channels, 1)
     offset = np.broadcast_to(offset, (channels,)).reshape(channels, 1)
@@ -77,7 +79,6 @@ def _folded_weights(layer, scale, offset):
         shift = (kernel.sum(axis=window) * offset).reshape(-1)
     else:
         shift = (kernel.sum(axis=window) * offset).sum(axis=0)
-    dtype = layer.get_weights()[0].dtype
     return [(kernel * scale).astype(dtype), (bias + shift).astype(dtype)]
 
 

@@ -119,23 +119,19 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
         in_bits = tensor_bits.get(node.inputs[0]) if node.inputs else None
         if node.name in configs:
             config = configs[node.name]
+            applied[node.name] = {"weight_bits", "activation_bits"}  # the config decides
         elif cfg.is_pass_through(layer):
             tensor_bits[node.name] = in_bits
             return clone_call(node, inputs)
         else:
+            owns_output = cfg.fused_relu(graph, node.name) is None
             act_bits = policy.activation_bits_for(node.name, _is_logits(graph, node.name))
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
-                                        w_init, a_init, cfg.fused_relu(graph, node.name) is None,
-                                        input_bits=in_bits)
+                                        w_init, a_init, owns_output, input_bits=in_bits)
+            applied[node.name] = ({"weight_bits"} if config.get_weights_and_quantizers(layer)
+                                  else set()) | ({"activation_bits"} if owns_output else set())
         tensor_bits[node.name] = getattr(config, "activation_bits", None) \
             if config.get_output_quantizers(layer) else None
-        if node.name in configs:
-            applied[node.name] = {"weight_bits", "activation_bits"}  # the config decides
-        else:
-            applied[node.name] = {"weight_bits"} if config.get_weights_and_quantizers(layer) else set()
-            if getattr(config, "output_quantizer", None) is not None or (
-                    act_bits is None and cfg.fused_relu(graph, node.name) is None):
-                applied[node.name].add("activation_bits")
         inner = clone_layer(layer)
         inner.build(layer.input_shape)
         inner.set_weights(layer.get_weights())
@@ -154,10 +150,9 @@ def _check_overrides_apply(graph, policy, applied):
         for key in sorted(set(spec) - applied.get(name, set())):
             if key == "weight_bits":
                 problems.append(f"'{name}' has no weights, so its weight_bits does nothing")
-            elif cfg.fused_relu(graph, name) is not None:
-                relu = cfg.fused_relu(graph, name).name
-                problems.append(f"'{name}' deploys with '{relu}' fused, whose output is the "
-                                f"tensor: set activation_bits on '{relu}'")
+            elif (relu := cfg.fused_relu(graph, name)) is not None:
+                problems.append(f"'{name}' deploys with '{relu.name}' fused, whose output is "
+                                f"the tensor: set activation_bits on '{relu.name}'")
             else:
                 problems.append(f"'{name}' passes its input's values through (no grid of its "
                                 "own): set activation_bits on the layer that produces its input")
@@ -179,9 +174,8 @@ def quantize_model(model, policy="w8a8", calibration_data=None, init="mse",
       init: "mse" or "minmax", or {"weights": ..., "activations": ...}; activations may also
         be "loss_aware" (MSE ranges rescaled for the model output, ``quantization.loss_aware``).
       preprocess: float transforms to apply first, any of ("bn_fold", "cle"). The rewrites
-        that make the graph deployable always run (``preprocess.as_deployed``: ZeroPadding
-        folding, splitting SeparableConv2D / softmax-activated layers, BatchNorm folding), so
-        () means just those.
+        that make the graph deployable (``preprocess.as_deployed``: padding, input scaling and
+        BatchNorm folds, two-operator layer splits) always run, so () means just those.
 
     Returns:
       A calibrated fake-quant tf_keras model (save/load it inside ``quantize_scope()``).
