@@ -300,6 +300,75 @@ def test_global_max_pooling_deploys_as_a_full_window_max_pool(policy):
         assert_agrees_exactly(qmodel, model_bytes, x_in, {"gmp", "fc"})
 
 
+def _sigmoid_and_tanh_models():
+    """A binary wake-word head (Dense(1, sigmoid)) and a tanh inside a 1D network."""
+    keras.utils.set_random_seed(3)
+    i = keras.Input((12, 12, 3))
+    x = L.GlobalAveragePooling2D(name="gap")(L.Conv2D(8, 3, activation="relu", name="c1")(i))
+    wake = keras.Model(i, L.Dense(1, activation="sigmoid", name="wake")(x))
+    j = keras.Input((40, 3))
+    y = L.Conv1D(8, 3, activation="relu", name="c2")(L.Conv1D(8, 5, activation="tanh", name="t1")(j))
+    y = L.GlobalAveragePooling1D(name="gap")(y)
+    return wake, keras.Model(j, L.Dense(3, activation="softmax", name="head")(y))
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_sigmoid_and_tanh_deploy_as_tflm_logistic_and_tanh(policy):
+    """Each splits from its weight layer into TFLM's int8 LOGISTIC/TANH, whose input and output
+    stay at 8 bits (output_bits) under any policy; the layers after it take the policy's width."""
+    from tfq_tiny.export.arena import plan_arena
+    from tfq_tiny.quantization.calibration import quantizer_slots
+    from tfq_tiny.search.memory import tflm_arena_usage
+
+    wake, gated = _sigmoid_and_tanh_models()
+    for model, shape, builtin, function, before in [(wake, (12, 12, 3), "LOGISTIC", "wake_sigmoid", "wake"),
+                                                    (gated, (40, 3), "TANH", "t1_tanh", "t1")]:
+        x_in = _data(shape, 64, 8)
+        qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=x_in)
+        model_bytes = to_tflite(qmodel)
+        assert builtin in op_names(model_bytes)
+        bits = {s.layer_name: s.quantizer.num_bits for s in quantizer_slots(qmodel) if s.kind == "output"}
+        assert bits[function] == 8 and bits[before] == 8
+        assert_agrees_exactly(qmodel, model_bytes, x_in, {function, before})
+        if policy == "w8a8":   # LOGISTIC/TANH take no scratch: the arena plan is TFLM's
+            assert plan_arena(model_bytes)["head"] == \
+                tflm_arena_usage(model_bytes, arena_size=1 << 20)["head"]
+    assert bits["c2"] == (4 if policy == "w4a4" else 8)
+
+
+def test_a_binary_classifier_is_scored_at_probability_one_half():
+    """One output column is a binary score: accuracy and the search proxy threshold it (0.5
+    after a sigmoid, 0 for a logit) instead of taking an argmax over one column."""
+    from tfq_tiny.evaluate import accuracy
+    from tfq_tiny.search.proxy import ProxyEvaluator
+
+    wake, _ = _sigmoid_and_tanh_models()
+    logit = keras.Model(wake.input, L.Dense(1, name="score")(wake.get_layer("gap").output))
+    x = _data((12, 12, 3), 128, 9)
+    labels = {}
+    for model, dense, threshold in [(logit, "score", 0.0), (wake, "wake", 0.5)]:
+        kernel, bias = model.get_layer(dense).get_weights()
+        pre = keras.Model(model.input, model.get_layer("gap").output).predict(x, verbose=0) @ kernel
+        kernel, pre = kernel * 2 / pre.std(), pre * 2 / pre.std()   # logits spread over +-4
+        model.get_layer(dense).set_weights([kernel, np.full_like(bias, -np.median(pre))])
+        y = labels[dense] = (model.predict(x, verbose=0)[:, 0] > threshold).astype(int)
+        assert y.sum() == len(y) // 2 and accuracy(model, x, y) == 100.0
+        assert accuracy(model, x, 1 - y) == 0.0
+    y = labels["wake"]
+    proxy = ProxyEvaluator(wake, x, x, y, preprocess=())
+    qmodel = tfq_tiny.quantize_model(wake, "w8a8", calibration_data=x, preprocess=())
+    assert proxy.accuracy("w8a8") == accuracy(qmodel, x, y) > 60   # an argmax would give 50
+    assert 0 < proxy.kl("w8a8") < proxy.kl("w2a2")
+
+
+def test_a_sigmoid_below_8_bits_is_refused_at_export():
+    wake, _ = _sigmoid_and_tanh_models()
+    policy = BitPolicy(8, 8).with_override("wake_sigmoid", activation_bits=4)
+    qmodel = tfq_tiny.quantize_model(wake, policy, calibration_data=_data((12, 12, 3), 16, 0))
+    with pytest.raises(ExportError, match="'wake_sigmoid' \\(sigmoid\\) must read and write 8-bit.*LOGISTIC"):
+        to_tflite(qmodel)
+
+
 def test_a_padding_that_cannot_fold_is_refused_by_name():
     i = keras.Input((12, 12, 3))
     x = L.Conv2D(4, 3, strides=2, name="c")(L.ZeroPadding2D(1, name="pad_sym")(i))

@@ -260,3 +260,23 @@ def test_kmeans_flash_counts_indices_codebook_and_bias(small_conv1d):
     # The uniform grid stores a float32 scale per output channel (15) instead of a codebook.
     assert memory(small_conv1d, "w2a8")[0] == 116 + 15 * 4 + 60
     assert kmeans_flash(small_conv1d, "w4a8", centroid_bytes=2) == 231 + 3 * 16 * 2 + 60
+
+
+def test_a_binary_sigmoid_classifier_trains_on_binary_cross_entropy(signals):
+    """One output column is a binary classifier: labels 0/1, binary cross-entropy and a
+    threshold accuracy (sparse categorical cross-entropy over one column is always 0)."""
+    from tfq_tiny.evaluate import accuracy
+
+    keras.utils.set_random_seed(1)
+    i = keras.Input(signals.shape[1:])
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(8, 5, activation="relu")(i))
+    model = keras.Model(i, keras.layers.Dense(1, activation="sigmoid", name="wake")(x))
+    y = (signals[:, :, 0].mean(1) > np.median(signals[:, :, 0].mean(1))).astype(int)
+    qmodel = tfq_tiny.quantize_model(model, "w4a4", signals)
+    before = accuracy(qmodel, signals, y)
+    tuner = FineTuner(epochs=8, lr=1e-2, batch_size=16, progress=False)
+    tuner.run(qmodel, (signals, y))
+    losses = [r["loss"] for r in tuner.history]
+    assert losses[0] > 0.1 and losses[-1] < losses[0]
+    assert accuracy(qmodel, signals, y) > max(before, 60)
+    assert tuner.history[-1]["accuracy"] == pytest.approx(accuracy(qmodel, signals, y) / 100, abs=0.1)

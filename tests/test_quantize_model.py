@@ -13,7 +13,7 @@ from tfq_tiny.preprocess.cle import equalization_pairs
 from tfq_tiny.graph import Graph
 from tfq_tiny.quantization import (BitPolicy, OutputQuantizeConfig, WeightLayerQuantizeConfig,
                                    quantizer_slots)
-
+from tfq_tiny.quantization.configs import activation_name
 
 def test_bn_fold_preserves_outputs(small_cnn, images, small_conv1d, signals):
     for model, x in [(small_cnn, images), (small_conv1d, signals)]:
@@ -45,6 +45,23 @@ def test_separable_and_softmax_layers_split_into_their_deployed_operators(images
     assert kinds["sep_depthwise"] == "DepthwiseConv2D" and kinds["sep_pointwise"] == "Conv2D"
     assert kinds["head"] == "Dense" and kinds["head_softmax"] == "Softmax"
     assert not {"SeparableConv2D", "BatchNormalization"} & set(kinds.values())
+    np.testing.assert_allclose(deployed.predict(images, verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
+
+
+def test_sigmoid_tanh_and_softmax_activations_split_off_every_weight_layer(images):
+    L = keras.layers
+    keras.utils.set_random_seed(2)
+    i = keras.Input((16, 16, 3))
+    x = L.SeparableConv2D(6, 3, activation="tanh", name="sep")(i)
+    x = L.Conv2D(4, 3, activation="sigmoid", name="gate")(x)
+    x = L.Dense(3, activation="softmax", name="head")(L.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(i, x)
+    deployed = as_deployed(model)
+    kinds = {l.name: (type(l).__name__, activation_name(l)) for l in deployed.layers}
+    assert kinds["sep_pointwise"] == ("Conv2D", "linear") and kinds["sep_tanh"] == ("Activation", "tanh")
+    assert kinds["gate"] == ("Conv2D", "linear") and kinds["gate_sigmoid"] == ("Activation", "sigmoid")
+    assert kinds["head_softmax"][0] == "Softmax"
     np.testing.assert_allclose(deployed.predict(images, verbose=0),
                                model.predict(images, verbose=0), rtol=1e-4, atol=1e-6)
 
@@ -269,8 +286,8 @@ def test_unsupported_layer_is_named(images):
     with pytest.raises(UnsupportedLayerError, match="my_layernorm.*LayerNormalization"):
         tfq_tiny.quantize_model(model, "w8a8", calibration_data=images)
     i = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(4, 3, activation="tanh", name="tanh_conv")(i)
-    with pytest.raises(UnsupportedLayerError, match="tanh_conv.*tanh"):
+    x = keras.layers.Conv2D(4, 3, activation="elu", name="elu_conv")(i)
+    with pytest.raises(UnsupportedLayerError, match="elu_conv.*elu"):
         tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=images)
 
 

@@ -21,13 +21,14 @@ from tfq_tiny.runtime.interpreter import Interpreter, register_custom_op, unregi
 tflite_micro = pytest.importorskip("tflite_micro")
 
 
-def convert(model, float_io=False, seed=0, samples=16):
+def convert(model, float_io=False, seed=0, samples=16, draw=None):
     rng = np.random.default_rng(seed)
     shape = (1,) + tuple(model.input_shape[1:])
+    draw = draw or (lambda rng, shape: rng.normal(size=shape))
 
     def representative():
         for _ in range(samples):
-            yield [rng.normal(size=shape).astype(np.float32)]
+            yield [draw(rng, shape).astype(np.float32)]
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -134,6 +135,30 @@ def test_global_average_pooling_flatten_dense_softmax():
     ops = ops_of(model_bytes)
     assert {"MEAN", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"} <= set(ops)
     check_model(model_bytes, n=300, litert_max_step=1)
+
+
+@pytest.mark.parametrize("function,builtin", [("sigmoid", "LOGISTIC"), ("tanh", "TANH")])
+def test_logistic_and_tanh_match_tflm_on_every_int8_input(function, builtin):
+    """gemmlowp's fixed-point logistic/tanh: every one of the 256 int8 inputs, for input
+    scales from 1e-5 (all values near 0) to 5 (all saturated) and a non-zero zero point.
+    Within one output step of the real function, except at scale 5, where TFLM's saturation
+    radius (rounded down to whole input steps) already saturates x = -5.1."""
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    for reach in (0.003, 0.3, 3, 30, 1000):
+        model_bytes = convert(build(lambda i: L.Activation(function)(i), (256,)),
+                              draw=lambda rng, shape: rng.uniform(-0.3 * reach, reach, shape))
+        assert ops_of(model_bytes) == [builtin]
+        shim = Interpreter(model_content=model_bytes)
+        assert shim.get_input_details()[0]["quantization"][1] != 0
+        ours = shim.run(x)[0]
+        assert np.array_equal(ours, run_tflm(model_bytes, x)[0]), (function, reach)
+        (in_scale, in_zp), = [shim.get_input_details()[0]["quantization"]]
+        (out_scale, out_zp), = [shim.get_output_details()[0]["quantization"]]
+        real = in_scale * (x.astype(np.float64) - in_zp)
+        exact = np.tanh(real) if function == "tanh" else 1 / (1 + np.exp(-real))
+        if reach < 1000:
+            assert np.abs((ours.astype(np.int64) - out_zp) * out_scale - exact).max() <= out_scale * 1.001
+    assert ours.min() == -128 and ours.max() == 127
 
 
 def test_conv1d_model():
@@ -274,8 +299,8 @@ def test_unknown_custom_op_and_unsupported_builtin_are_named(small_model):
     ops = flatbuffer.schema_fb.BuiltinOperator
     with pytest.raises(ModelFileError, match=r"operator #\d.*TFQ_UNKNOWN.*register_custom_op"):
         Interpreter(model_content=_rename_opcode(small_model, ops.FULLY_CONNECTED, custom="TFQ_UNKNOWN"))
-    with pytest.raises(ModelFileError, match=r"operator #\d+ is LOGISTIC.*supported builtins.*CONV_2D"):
-        Interpreter(model_content=_rename_opcode(small_model, ops.FULLY_CONNECTED, new_builtin=ops.LOGISTIC))
+    with pytest.raises(ModelFileError, match=r"operator #\d+ is HARD_SWISH.*supported builtins.*CONV_2D"):
+        Interpreter(model_content=_rename_opcode(small_model, ops.FULLY_CONNECTED, new_builtin=ops.HARD_SWISH))
 
 
 def test_custom_op_registry(small_model):

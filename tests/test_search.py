@@ -80,6 +80,19 @@ def test_memory_model_fixes_the_softmax_input_and_splits_separable_convs():
     assert mm.memory(mm.assignment()) == memory(keras.Model(i, x), mm.policy(mm.assignment()))
 
 
+def test_memory_model_fixes_a_tanh_and_its_input_at_8_bits():
+    L = keras.layers
+    i = keras.Input((40, 3))
+    y = L.Conv1D(8, 3, activation="relu", name="c2")(L.Conv1D(8, 5, activation="tanh", name="t1")(i))
+    model = keras.Model(i, L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="gap")(y)))
+    mm = MemoryModel(model)
+    keys = {v.key for v in mm.variables}
+    assert (A, "t1") not in keys and (A, "t1_tanh") not in keys   # TFLM's TANH is int8 only
+    assert {(A, "c2"), (W, "t1"), (W, "c2")} <= keys
+    assignment = {v.key: 2 for v in mm.variables}
+    assert mm.memory(assignment) == memory(model, mm.policy(assignment))
+
+
 def test_constraint_rule_lowers_largest_weight_first(hand_mm):
     start = hand_mm.assignment()
     one = hand_mm.enforce(start, flash=151)

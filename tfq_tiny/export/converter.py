@@ -43,7 +43,7 @@ from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError, Unsupported
 from tfq_tiny.export import flatbuffer, packing
 from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
 from tfq_tiny.quantization.calibration import QuantizeWrapper, layer_slots, quantizer_slots
-from tfq_tiny.quantization.configs import activation_name, is_softmax
+from tfq_tiny.quantization.configs import activation_name, fixed_grid_function
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, int_range
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantizers import UniformQuantizer
@@ -53,7 +53,10 @@ METADATA_NAME = "tfq_tiny"
 INPUT_TYPES = ("int8", "float32")
 INT2_TYPES = ("INT8", "INT2")
 DENSE_INT4 = ("custom", "conv_1x1")
-SOFTMAX_SCALE, SOFTMAX_ZERO_POINT = kernels.SOFTMAX_OUTPUT_SCALE, kernels.SOFTMAX_OUTPUT_ZP
+FIXED_GRIDS = {"softmax": ("SOFTMAX", kernels.SOFTMAX_OUTPUT_SCALE, kernels.SOFTMAX_OUTPUT_ZP),
+               "sigmoid": ("LOGISTIC", kernels.LOGISTIC_OUTPUT_SCALE, kernels.LOGISTIC_OUTPUT_ZP),
+               "tanh": ("TANH", kernels.TANH_OUTPUT_SCALE, kernels.TANH_OUTPUT_ZP)}
+"""Function -> (TFLM int8 builtin, output scale, output zero point) of the fixed-grid functions."""
 
 _OPS = schema_fb.BuiltinOperator
 _OP_NAMES = {v: k for k, v in vars(_OPS).items() if not k.startswith("_")}
@@ -79,6 +82,8 @@ _KERAS_TYPES = {
     "MAX_POOL_2D": ("MaxPooling1D", "MaxPooling2D"),
     "MEAN": ("GlobalAveragePooling1D", "GlobalAveragePooling2D"),
     "SOFTMAX": ("Softmax", "Activation"),
+    "LOGISTIC": ("Activation",),
+    "TANH": ("Activation",),
 }
 _CUSTOM_CODE = {
     "CONV_2D": custom_ops.CONV_2D, "DEPTHWISE_CONV_2D": custom_ops.DEPTHWISE_CONV_2D,
@@ -173,13 +178,15 @@ class _Plan:
                     "the convolution padding='same', or pad the input before the model.")
             owner = op.fused[-1] if op.fused else op.name
             grid = _slot_grid(outputs.get(owner), op.output, owner)
-            if is_softmax(op.layer):
+            function = fixed_grid_function(op.layer)
+            if function is not None:
+                builtin, scale, zero_point = FIXED_GRIDS[function]
                 if grid.bits != 8 or self.grid[op.inputs[0]].bits != 8:
                     raise ExportError(
-                        f"layer '{op.name}' (softmax) must read and write 8-bit tensors: TFLM's "
-                        "int8 SOFTMAX is the only softmax kernel. Override its activation_bits "
+                        f"layer '{op.name}' ({function}) must read and write 8-bit tensors: TFLM's "
+                        f"int8 {builtin} is the only {function} kernel. Override its activation_bits "
                         "(and its input's) to 8.")
-                grid = _Grid(op.output, 8, np.float32(SOFTMAX_SCALE), SOFTMAX_ZERO_POINT, 8)
+                grid = _Grid(op.output, 8, np.float32(scale), zero_point, 8)
             self.grid[op.output] = grid
             if op.weight_bits is not None:
                 if op.name not in self.weight_slot:
@@ -192,7 +199,7 @@ class _Plan:
         """TFLite's fused activation for ``op`` ('NONE', 'RELU', 'RELU6')."""
         source = self.inner[op.fused[-1]] if op.fused else op.layer
         name = activation_name(source)
-        if name not in _FUSED and not is_softmax(op.layer):
+        if name not in _FUSED and fixed_grid_function(op.layer) is None:
             raise UnsupportedLayerError(f"layer '{op.name}': activation '{name}' cannot be fused into "
                                         "a TFLite operator; use linear, relu or relu6.")
         return _FUSED.get(name, "NONE")
@@ -405,6 +412,8 @@ def _attributes_match(tfl, tfl_op, name, op):
         return (_pair((options.filterHeight, options.filterWidth), is_1d) == _pair(pool, is_1d)
                 and _pair((options.strideH, options.strideW), is_1d) == _pair(strides, is_1d)
                 and _PADDINGS.get(options.padding) == layer.padding.upper())
+    if name in ("SOFTMAX", "LOGISTIC", "TANH"):
+        return FIXED_GRIDS.get(fixed_grid_function(layer), (None,))[0] == name
     if name == "MEAN":
         axes = sorted(int(a) % len(tfl.shape(tfl_op.inputs[0]))
                       for a in np.asarray(tfl.values_raw(tfl_op.inputs[1])).reshape(-1))

@@ -4,9 +4,12 @@ Keras layers that TFLite's own converter lowers to two operators are split the s
 so that each quantized layer is one integer kernel with its own output grid:
 
 - ``SeparableConv2D`` -> ``DepthwiseConv2D`` (``<name>_depthwise``, no bias) and a 1x1
-  ``Conv2D`` (``<name>_pointwise``, with the bias and fused activation);
+  ``Conv2D`` (``<name>_pointwise``, with the bias and fused activation; a softmax, sigmoid or
+  tanh follows it as its own layer, as below);
 - a weight layer with ``activation="softmax"`` (the usual ``Dense(n, activation="softmax")``
-  classifier head) -> the linear layer (same name) and ``Softmax`` (``<name>_softmax``);
+  classifier head) -> the linear layer (same name) and ``Softmax`` (``<name>_softmax``), and
+  likewise ``"sigmoid"``/``"tanh"`` -> the linear layer and ``Activation`` (``<name>_sigmoid``,
+  ``<name>_tanh``): TFLM's LOGISTIC and TANH are operators of their own;
 - ``GlobalMaxPooling1D/2D`` -> a max pooling over the whole feature map (same name) and, unless
   ``keepdims``, a ``Reshape`` to channels (``<name>_flat``): TFLM's MAX_POOL_2D with a full
   window, which every bit width deploys, where TFLite's converter would emit REDUCE_MAX.
@@ -15,7 +18,7 @@ The outputs are the float model's (up to float32 summation order).
 """
 from tfq_tiny._compat import keras
 from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
-from tfq_tiny.quantization.configs import activation_name, weight_attr
+from tfq_tiny.quantization.configs import FIXED_GRID_RANGES, activation_name, weight_attr
 
 layers = keras.layers
 
@@ -29,7 +32,7 @@ def _needs_split(layer):
         return layer.get_config().get("data_format", "channels_last") == "channels_last" and \
             None not in layer.input_shape[1:]
     return type(layer) is layers.SeparableConv2D or (
-        weight_attr(layer) is not None and activation_name(layer) == "softmax")
+        weight_attr(layer) is not None and activation_name(layer) in FIXED_GRID_RANGES)
 
 
 def _global_max(layer, x):
@@ -47,14 +50,22 @@ def _separable(layer, x):
         config["kernel_size"], strides=config["strides"], padding=config["padding"],
         depth_multiplier=config["depth_multiplier"], data_format=config["data_format"],
         dilation_rate=config["dilation_rate"], use_bias=False, name=f"{layer.name}_depthwise")
+    function = activation_name(layer)
+    squash = function in FIXED_GRID_RANGES
     pointwise = layers.Conv2D(config["filters"], 1, data_format=config["data_format"],
-                              activation=config["activation"], use_bias=config["use_bias"],
-                              name=f"{layer.name}_pointwise")
+                              activation="linear" if squash else config["activation"],
+                              use_bias=config["use_bias"], name=f"{layer.name}_pointwise")
     y = depthwise(x)
     depthwise.set_weights([depthwise_kernel])
     out = pointwise(y)
     pointwise.set_weights([pointwise_kernel] + bias)
-    return out
+    return _fixed_grid_layer(function, layer.name)(out) if squash else out
+
+
+def _fixed_grid_layer(function, name):
+    if function == "softmax":
+        return layers.Softmax(name=f"{name}_softmax")
+    return layers.Activation(function, name=f"{name}_{function}")
 
 
 def split_layers(model):
@@ -76,6 +87,6 @@ def split_layers(model):
         linear = clone_layer(layer, activation="linear")
         out = call_layer(linear, inputs)
         linear.set_weights(layer.get_weights())
-        return layers.Softmax(name=f"{layer.name}_softmax")(out)
+        return _fixed_grid_layer(activation_name(layer), layer.name)(out)
 
     return rebuild(graph, transform)

@@ -39,6 +39,7 @@ import numpy as np
 
 from tfq_tiny._compat import keras, tf
 from tfq_tiny.errors import TfqError
+from tfq_tiny.evaluate import outputs_probabilities
 from tfq_tiny.graph import Graph, check_tf_keras_model
 from tfq_tiny.io import atomic_write
 from tfq_tiny.ptq.config import PTQConfig
@@ -46,10 +47,8 @@ from tfq_tiny.ptq.lsq import LSQ
 from tfq_tiny.ptq.optimiser import mean_abs
 from tfq_tiny.ptq.reconstruction import apply_group_gradients
 from tfq_tiny.ptq.units import Unit
-from tfq_tiny.quantization.calibration import (QuantizeWrapper, input_activation_slot,
-                                               quantizer_slots, snap_biases,
-                                               tie_activation_ranges)
-from tfq_tiny.quantization.configs import activation_name
+from tfq_tiny.quantization.calibration import (input_activation_slot, quantizer_slots,
+                                               snap_biases, tie_activation_ranges)
 from tfq_tiny.quantization.grid import round_half_away
 
 STATE_FILE = "qat_state.npz"
@@ -93,13 +92,6 @@ def _check_model(qmodel):
     return slots
 
 
-def _outputs_probabilities(qmodel):
-    """True when the model ends in a softmax (then the loss takes probabilities, not logits)."""
-    layer = qmodel.outputs[0]._keras_history.layer
-    layer = layer.layer if isinstance(layer, QuantizeWrapper) else layer
-    return isinstance(layer, keras.layers.Softmax) or activation_name(layer) == "softmax"
-
-
 def labelled_arrays(data, qmodel, what="train_data"):
     """(float32 inputs, int32 class labels) from ``(x, y)`` arrays or a ``tf.data.Dataset``.
 
@@ -135,7 +127,7 @@ def labelled_arrays(data, qmodel, what="train_data"):
         raise FinetuneError(f"{what} is empty.")
     if not np.all(np.isfinite(x)):
         raise FinetuneError(f"{what} inputs contain NaN or Inf values.")
-    classes = int(qmodel.output_shape[-1])
+    classes = max(int(qmodel.output_shape[-1]), 2)   # one output column: a binary classifier
     if y.ndim == 2 and y.shape[1] == classes and classes > 1:
         if not np.all((y == 0) | (y == 1)) or not np.all(y.sum(1) == 1):
             raise FinetuneError(f"{what} labels of shape {y.shape} are not one-hot rows; pass "
@@ -197,9 +189,14 @@ class QATModel(keras.Model):
                 source = input_activation_slot(slot.layer, slots)
                 if source is not None:
                     self._ties.append((source.variables, slot.variables))
-        self._loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        self._binary = int(qmodel.output_shape[-1]) == 1
+        if self._binary:
+            self._loss_fn = keras.losses.BinaryCrossentropy(from_logits=from_logits)
+            self._accuracy = keras.metrics.BinaryAccuracy("accuracy", threshold=0.0 if from_logits else 0.5)
+        else:
+            self._loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+            self._accuracy = keras.metrics.SparseCategoricalAccuracy("accuracy")
         self._loss_tracker = keras.metrics.Mean("loss")
-        self._accuracy = keras.metrics.SparseCategoricalAccuracy("accuracy")
         self.compile(optimizer=self._optimizers[0])
 
     @property
@@ -219,6 +216,10 @@ class QATModel(keras.Model):
         tf.random.set_seed(seed)
         self.train_function = None
 
+    def _targets(self, y):
+        """Class indices, or (batch, 1) float targets for a binary classifier's one column."""
+        return tf.cast(tf.reshape(y, (-1, 1)), tf.float32) if self._binary else y
+
     def _update_metrics(self, y, out, loss):
         self._loss_tracker.update_state(loss)
         self._accuracy.update_state(y, out)
@@ -226,6 +227,7 @@ class QATModel(keras.Model):
 
     def train_step(self, data):
         x, y = data
+        y = self._targets(y)
         with tf.GradientTape() as tape:
             out = self(x, training=True)
             loss = self._loss_fn(y, out)
@@ -239,6 +241,7 @@ class QATModel(keras.Model):
 
     def test_step(self, data):
         x, y = data
+        y = self._targets(y)
         out = self(x, training=False)
         return self._update_metrics(y, out, self._loss_fn(y, out))
 
@@ -406,7 +409,7 @@ class FineTuner:
         x, y = labelled_arrays(train_data, qmodel)
         validation = None if self.validation_data is None else \
             labelled_arrays(self.validation_data, qmodel, "validation_data")
-        from_logits = (not _outputs_probabilities(qmodel)) if self.from_logits is None \
+        from_logits = (not outputs_probabilities(qmodel)) if self.from_logits is None \
             else bool(self.from_logits)
         checkpoint = _Checkpoint(self.checkpoint_dir,
                                  _fingerprint(qmodel, x, y, self.settings() | {
@@ -476,7 +479,7 @@ def finetune(qmodel, train_data, epochs, lr=1e-4, batch_size=64, checkpoint_dir=
       progress: a tqdm progress bar over all steps.
       validation_data: optional labelled ``(x, y)`` evaluated after every epoch.
       callbacks: more Keras callbacks for every epoch's fit.
-      from_logits: whether the model outputs logits; None detects a final softmax.
+      from_logits: whether the model outputs logits; None detects a final softmax or sigmoid.
       restore_best: end with the weights (epoch 0 = the starting model included) of the best
         validation accuracy, as Keras' ``EarlyStopping(restore_best_weights=True)``; needs
         ``validation_data``. QAT can lower the accuracy of a good starting point; this keeps

@@ -2,7 +2,8 @@
 
 Two configs cover everything: ``WeightLayerQuantizeConfig`` (a kernel quantized per output
 channel, plus the layer's output) for Conv1D/Conv2D/DepthwiseConv2D/Dense, and
-``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6, Add, pooling and softmax layers.
+``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6, Add, pooling, softmax, sigmoid and
+tanh layers.
 Layers that cannot move a value off the grid (Flatten, Reshape, Dropout, MaxPooling,
 ZeroPadding) pass through unwrapped, as their TFLite counterparts keep the input's
 quantization.
@@ -28,8 +29,11 @@ PASS_THROUGH_LAYERS = (layers.InputLayer, layers.Flatten, layers.Reshape, layers
                        layers.MaxPooling1D, layers.MaxPooling2D, layers.ZeroPadding1D,
                        layers.ZeroPadding2D)
 FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")
-# Softmax outputs live in [0, 1); at 8 bits this gives TFLite's fixed grid: scale 1/256, zp -128.
-SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
+FIXED_GRID_RANGES = {"softmax": (0.0, 255.0 / 256.0), "sigmoid": (0.0, 255.0 / 256.0),
+                     "tanh": (-1.0, 127.0 / 128.0)}
+"""Real output ranges of the functions TFLM runs as int8 SOFTMAX, LOGISTIC and TANH. Those
+kernels read int8 and write a fixed grid, which these ranges give at 8 bits: scale 1/256 and
+zero point -128 (softmax, sigmoid), scale 1/128 and zero point 0 (tanh)."""
 
 
 def activation_name(layer):
@@ -132,7 +136,7 @@ class WeightLayerQuantizeConfig(_BaseConfig):
 
 
 class OutputQuantizeConfig(_BaseConfig):
-    """Quantizes only the layer's output (ReLU, Add, pooling, softmax)."""
+    """Quantizes only the layer's output (ReLU, Add, pooling, softmax, sigmoid, tanh)."""
 
     def __init__(self, activation_bits, activation_init="mse", tie_to_input=False,
                  fixed_range=None, window=None):
@@ -164,10 +168,15 @@ def weight_attr(layer):
     return WEIGHT_LAYERS.get(type(layer))
 
 
-def is_softmax(layer):
-    """A Softmax layer or a softmax Activation (deployed as TFLM's int8 SOFTMAX)."""
-    return isinstance(layer, layers.Softmax) or (isinstance(layer, layers.Activation) and
-                                                 activation_name(layer) == "softmax")
+def fixed_grid_function(layer):
+    """'softmax', 'sigmoid' or 'tanh' for a Softmax layer or an Activation of those (deployed
+    as TFLM's int8 SOFTMAX, LOGISTIC or TANH: int8 input, fixed output grid), else None."""
+    layer = unwrap(layer)
+    if isinstance(layer, layers.Softmax):
+        return "softmax"
+    if isinstance(layer, layers.Activation) and activation_name(layer) in FIXED_GRID_RANGES:
+        return activation_name(layer)
+    return None
 
 
 def is_pass_through(layer):
@@ -220,8 +229,9 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
         return OutputQuantizeConfig(out_bits, activation_init)
     if isinstance(layer, layers.Activation) and activation_name(layer) in ("relu", "relu6"):
         return OutputQuantizeConfig(out_bits, activation_init)
-    if is_softmax(layer):
-        return OutputQuantizeConfig(out_bits, activation_init, fixed_range=SOFTMAX_RANGE)
+    if (function := fixed_grid_function(layer)) is not None:
+        return OutputQuantizeConfig(out_bits, activation_init,
+                                    fixed_range=FIXED_GRID_RANGES[function])
     if isinstance(layer, AVERAGE_POOL_LAYERS):
         return OutputQuantizeConfig(out_bits, activation_init,
                                     tie_to_input=ties_average_pool(input_bits, out_bits),
@@ -236,6 +246,6 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
     raise UnsupportedLayerError(
         f"Layer '{layer.name}' of type {type(layer).__name__} is not supported. Supported: "
         "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, Average/Max/GlobalAverage/"
-        "GlobalMax pooling, Softmax, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
+        "GlobalMax pooling, Softmax/sigmoid/tanh, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
         "Rescaling/Normalization/BatchNormalization where they fold into a weight layer. Give it a "
         "QuantizeConfig with tfq_tiny.quantize_annotate_layer(layer, config), or replace it.")

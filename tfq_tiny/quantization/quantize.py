@@ -74,13 +74,14 @@ def strip_annotations(model):
     return rebuild(graph, transform), configs
 
 
-def _is_logits(graph, name):
-    """True when ``name``'s output reaches a model output or a softmax through pass-through
-    layers only: the logits, at ``BitPolicy.output_bits`` (TFLM's SOFTMAX reads int8 only)."""
-    if name in graph.output_names:
+def _takes_output_bits(graph, name):
+    """True when ``name``'s output is held at ``BitPolicy.output_bits``: a model output, the
+    input of a softmax/sigmoid/tanh (through pass-through layers only) or the output of one.
+    TFLM's int8 SOFTMAX, LOGISTIC and TANH read and write int8 only."""
+    if name in graph.output_names or cfg.fixed_grid_function(graph[name].layer):
         return True
-    return any(cfg.is_softmax(graph[c].layer) or (cfg.is_pass_through(graph[c].layer) and
-                                                  _is_logits(graph, c))
+    return any(cfg.fixed_grid_function(graph[c].layer) or (cfg.is_pass_through(graph[c].layer) and
+                                                           _takes_output_bits(graph, c))
                for c in graph.consumers(name))
 
 
@@ -125,7 +126,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
             return clone_call(node, inputs)
         else:
             owns_output = cfg.fused_relu(graph, node.name) is None
-            act_bits = policy.activation_bits_for(node.name, _is_logits(graph, node.name))
+            act_bits = policy.activation_bits_for(node.name, _takes_output_bits(graph, node.name))
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
                                         w_init, a_init, owns_output, input_bits=in_bits)
             applied[node.name] = ({"weight_bits"} if config.get_weights_and_quantizers(layer)

@@ -843,6 +843,38 @@ def _prepare_softmax(node):
     return run
 
 
+def _prepare_squash(node, what, kernel, out_scale_expected, out_zp_expected, scale_text):
+    node.arity(1, 1)
+    x, out = node.inputs[0], node.outputs[0]
+    in_scale, in_zp = _per_tensor(node, x, "input")
+    out_scale, out_zp = _per_tensor(node, out, "output")
+    node.check(x.bits == 8 and out.bits == 8, f"{what} runs int8 -> int8 only.")
+    node.check(out.shape == x.shape, f"output shape {list(out.shape)} != input shape {list(x.shape)}.")
+    node.check(out_zp == out_zp_expected and np.float32(out_scale) == np.float32(out_scale_expected),
+               f"output must have scale {scale_text} and zero point {out_zp_expected} (TFLM's int8 "
+               f"{what} writes that grid), has {out_scale} and {out_zp}.")
+    try:
+        kernels.logistic_tanh_params(in_scale)
+    except ValueError as exc:
+        node.fail(str(exc))
+
+    def run(args):
+        return [kernel(args[0], input_scale=in_scale, input_zp=in_zp)]
+    return run
+
+
+@_builtin("LOGISTIC")
+def _prepare_logistic(node):
+    return _prepare_squash(node, "LOGISTIC", kernels.logistic, kernels.LOGISTIC_OUTPUT_SCALE,
+                           kernels.LOGISTIC_OUTPUT_ZP, "1/256")
+
+
+@_builtin("TANH")
+def _prepare_tanh(node):
+    return _prepare_squash(node, "TANH", kernels.tanh, kernels.TANH_OUTPUT_SCALE,
+                           kernels.TANH_OUTPUT_ZP, "1/128")
+
+
 @_builtin("QUANTIZE")
 def _prepare_quantize(node):
     node.arity(1, 1)

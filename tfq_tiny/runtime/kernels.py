@@ -12,6 +12,8 @@ The arithmetic (MultiplyByQuantizedMultiplier and friends) lives in ``arithmetic
 ``ROUNDING`` matches the pip tflite-micro build. These functions are what the C++ kernels
 in tflm_ext and the interpreter shim are checked against.
 """
+import math
+
 import numpy as np
 
 from tfq_tiny.errors import TfqError
@@ -404,8 +406,8 @@ def exp_on_negative_values(a, integer_bits=_SCALED_DIFF_INTEGER_BITS):
     return np.where(a == 0, ar.INT32_MAX, result)
 
 
-def one_over_one_plus_x_for_x_in_0_1(a):
-    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1`` on raw Q0.31 values (Newton-Raphson)."""
+def _newton_reciprocal_q2(a):
+    """gemmlowp's Newton-Raphson 1/(1+a) for raw Q0.31 ``a`` in (0, 1), as raw Q2.29."""
     srdhm = ar.saturating_rounding_doubling_high_mul
     a = ar.as_i64(a)
     total = a + ar.INT32_MAX
@@ -415,7 +417,17 @@ def one_over_one_plus_x_for_x_in_0_1(a):
     for _ in range(3):
         one_minus = ar.wrap_int32(one_q2 - srdhm(half_denominator, x))
         x = ar.wrap_int32(x + ar.saturating_rounding_multiply_by_pot(srdhm(x, one_minus), 2))
-    return ar.saturating_rounding_multiply_by_pot(x, 1)
+    return x
+
+
+def one_over_one_plus_x_for_x_in_0_1(a):
+    """gemmlowp ``one_over_one_plus_x_for_x_in_0_1`` on raw Q0.31 values."""
+    return ar.saturating_rounding_multiply_by_pot(_newton_reciprocal_q2(a), 1)
+
+
+def one_minus_x_over_one_plus_x_for_x_in_0_1(a):
+    """gemmlowp ``one_minus_x_over_one_plus_x_for_x_in_0_1`` on raw Q0.31 values."""
+    return ar.saturating_rounding_multiply_by_pot(ar.wrap_int32(_newton_reciprocal_q2(a) - (1 << 29)), 2)
 
 
 def softmax(x, *, input_scale, beta, output_zp=SOFTMAX_OUTPUT_ZP, output_scale=SOFTMAX_OUTPUT_SCALE):
@@ -447,6 +459,67 @@ def softmax(x, *, input_scale, beta, output_zp=SOFTMAX_OUTPUT_ZP, output_scale=S
     unsat = ar.rounding_divide_by_pot(ar.saturating_rounding_doubling_high_mul(shifted_scale, exps), exponent)
     out = np.clip(unsat - 128, -128, 127)
     return np.where(used, out, -128).astype(np.int8)
+
+
+LOGISTIC_OUTPUT_SCALE, LOGISTIC_OUTPUT_ZP = 1.0 / 256.0, -128
+TANH_OUTPUT_SCALE, TANH_OUTPUT_ZP = 1.0 / 128.0, 0
+_SQUASH_INPUT_INTEGER_BITS = 4
+
+
+def logistic_tanh_params(input_scale):
+    """TFLM's int8 LOGISTIC/TANH Prepare: (input_multiplier, input_left_shift, input_range_radius).
+
+    The input is rescaled to Q4.27 by ``frexp(scale * 2**27)``; inputs at or beyond the
+    radius saturate without evaluating the function.
+    """
+    real = float(np.float32(input_scale)) * float(1 << (31 - _SQUASH_INPUT_INTEGER_BITS))
+    if not (np.isfinite(real) and real > 0):
+        raise ValueError(f"input scale must be finite and positive, got {float(input_scale)!r}.")
+    fraction, shift = math.frexp(real)
+    multiplier = int(math.floor(fraction * (1 << 31) + 0.5))
+    if multiplier >= 1 << 31 or not 0 <= shift <= 62:
+        raise ValueError(f"input scale {float(input_scale)!r} is outside what TFLM's int8 "
+                         "LOGISTIC/TANH can rescale (2**-27 .. 2**35).")
+    radius = math.floor(((1 << _SQUASH_INPUT_INTEGER_BITS) - 1)
+                        * float(1 << (31 - _SQUASH_INPUT_INTEGER_BITS)) / float(1 << shift))
+    return multiplier, shift, int(radius)
+
+
+def _logistic_q0(a):
+    """gemmlowp ``logistic`` of raw Q4.27 values -> raw Q0.31."""
+    positive = a > 0
+    magnitude = np.where(positive, a, -a)
+    if_positive = one_over_one_plus_x_for_x_in_0_1(
+        exp_on_negative_values(-magnitude, _SQUASH_INPUT_INTEGER_BITS))
+    if_negative = ar.wrap_int32(ar.INT32_MAX - if_positive)
+    return np.where(a == 0, 1 << 30, np.where(positive, if_positive, if_negative))
+
+
+def _tanh_q0(a):
+    """gemmlowp ``tanh`` of raw Q4.27 values -> raw Q0.31 (exp(2x) read as Q5.26)."""
+    negative = a < 0
+    t = one_minus_x_over_one_plus_x_for_x_in_0_1(
+        exp_on_negative_values(np.where(negative, a, -a), _SQUASH_INPUT_INTEGER_BITS + 1))
+    return np.where(a == 0, 0, np.where(negative, -t, t))
+
+
+def _squash(x, input_scale, input_zp, function_q0, output_shift, output_zp):
+    multiplier, shift, radius = logistic_tanh_params(input_scale)
+    centered = np.asarray(x).astype(np.int64) - int(input_zp)
+    inside = (centered > -radius) & (centered < radius)
+    q4 = ar.multiply_by_quantized_multiplier(np.where(inside, centered, 0), multiplier, shift)
+    out = np.clip(ar.rounding_divide_by_pot(function_q0(q4), output_shift) + output_zp, -128, 127)
+    return np.where(centered <= -radius, -128, np.where(centered >= radius, 127, out)).astype(np.int8)
+
+
+def logistic(x, *, input_scale, input_zp):
+    """``reference_integer_ops::Logistic`` int8 -> int8 (output scale 1/256, zero point -128)."""
+    return _squash(x, input_scale, input_zp, _logistic_q0, 23, LOGISTIC_OUTPUT_ZP)
+
+
+def tanh(x, *, input_scale, input_zp):
+    """``reference_integer_ops::Tanh`` int8 -> int8 (output scale 1/128, zero point 0)."""
+    return _squash(x, input_scale, input_zp, _tanh_q0, 24, TANH_OUTPUT_ZP)
 
 
 def quantize(x_float, scale, zp, bits=8):

@@ -28,7 +28,7 @@ from tfq_tiny.analysis import model_statistics, op_graph
 from tfq_tiny.analysis.ops import FLOAT_BITS
 from tfq_tiny.analysis.stats import BIAS_BYTES, SCALE_BYTES
 from tfq_tiny.errors import TfqError
-from tfq_tiny.quantization.configs import is_softmax
+from tfq_tiny.quantization.configs import fixed_grid_function
 from tfq_tiny.quantization.policy import BitPolicy
 
 BIT_CHOICES = (2, 4, 8)
@@ -162,7 +162,8 @@ class MemoryModel:
         self._tensor_var = {}
         producer = {op.output: op for op in ops}
         input_names = [n for n in tensors if n not in producer]
-        logits = set(outputs) | {op.inputs[0] for op in ops if is_softmax(op.layer)}
+        squashed = [op for op in ops if fixed_grid_function(op.layer)]
+        logits = set(outputs) | {op.inputs[0] for op in squashed} | {op.output for op in squashed}
         for name in tensors:
             values = [probe[2][1][name].bits for probe in probes]
             controller = self._decode(values, names)

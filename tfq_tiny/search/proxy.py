@@ -10,14 +10,9 @@ import hashlib
 
 import numpy as np
 
+from tfq_tiny.evaluate import class_probabilities, outputs_probabilities
 from tfq_tiny.preprocess import preprocess as run_preprocess
 from tfq_tiny.quantization.policy import BitPolicy
-
-
-def _softmax(logits):
-    z = logits - logits.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
 
 
 class ProxyEvaluator:
@@ -76,9 +71,10 @@ class ProxyEvaluator:
         return self._float_logits
 
     def kl(self, policy):
-        """Mean KL(float softmax || quantized softmax) over the proxy split."""
-        p = _softmax(self.float_logits)
-        q = _softmax(self._logits(self.quantize(policy)))
+        """Mean KL(float || quantized class probabilities) over the proxy split."""
+        are_probabilities = outputs_probabilities(self.float_model)
+        p = class_probabilities(self.float_logits, are_probabilities)
+        q = class_probabilities(self._logits(self.quantize(policy)), are_probabilities)
         return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), -1)))
 
     def accuracy(self, policy):
@@ -86,7 +82,8 @@ class ProxyEvaluator:
         if self.y is None:
             raise ValueError("ProxyEvaluator.accuracy needs proxy labels y.")
         logits = self._logits(self.quantize(policy))
-        return 100.0 * float(np.mean(np.argmax(logits, -1) == self.y))
+        predicted = np.argmax(class_probabilities(logits, outputs_probabilities(self.float_model)), -1)
+        return 100.0 * float(np.mean(predicted == self.y.reshape(-1)))
 
 
 class QATProxyEvaluator(ProxyEvaluator):
