@@ -45,7 +45,7 @@ def main(argv):
     from tfq_tiny._compat import keras
     from tfq_tiny.analysis import model_statistics
     from tfq_tiny.evaluate import accuracy
-    from tfq_tiny.export import converter
+    from tfq_tiny.export import converter, device
     from tfq_tiny.io import atomic_write, atomic_write_json
     from tfq_tiny.ptq import PTQConfig, PTQPipeline
     from tfq_tiny.runtime.interpreter import Interpreter
@@ -96,6 +96,10 @@ def main(argv):
     float_acc = accuracy(model, dataset.x_test, dataset.y_test)
     quant_path = os.path.join(FLAGS.output, f"{FLAGS.model}_{FLAGS.policy}_quantized.h5")
     tfq_tiny.save_model(low_model, quant_path)
+    low_path = rows[FLAGS.policy.upper()]["path"]
+    firmware = device.write_device_sources(
+        open(low_path, "rb").read(), os.path.join(FLAGS.output, "firmware"),
+        os.path.splitext(os.path.basename(low_path))[0])
 
     print(f"[4/4] results ({time.time() - start:.0f} s)\n")
     head = (f"{'model':<8}{'acc %':>8}{'int acc %':>11}{'FLASH kB':>10}{'.tflite kB':>11}"
@@ -124,6 +128,8 @@ def main(argv):
     atomic_write_json(os.path.join(FLAGS.output, "report.json"), report)
     print("files: " + ", ".join([r["path"] for r in rows.values()] +
                                 [quant_path, os.path.join(FLAGS.output, "report.json")]))
+    print("firmware sources (C array, operator registrations, arena head; "
+          "tflm_ext/README.md says how to build them with TFLM): " + ", ".join(firmware))
 
 
 if __name__ == "__main__":

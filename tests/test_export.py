@@ -13,6 +13,7 @@ inputs), where it holds on every element. End to end, one-step differences compo
 argmax agreement is asserted there and the within-one-step share is printed.
 """
 import json
+import os
 
 import flatbuffers
 import numpy as np
@@ -669,8 +670,13 @@ def test_command_line_export(exports, tmp_path, capsys):
     xs = quantize_input(model_bytes, x[:50])
     assert np.array_equal(Interpreter(model_path=str(out)).run(xs)[0],
                           Interpreter(model_content=model_bytes).run(xs)[0])
+    assert "TFLM arena head" in printed
     named = tmp_path / "named.tflite"
-    assert run("--model", str(tmp_path / "q.h5"), "--output", str(named), "--nostrip_strings") == 0
+    assert run("--model", str(tmp_path / "q.h5"), "--output", str(named), "--nostrip_strings",
+               "--device_sources", str(tmp_path / "firmware")) == 0
+    assert sorted(os.listdir(tmp_path / "firmware")) == ["named_model_data.cc", "named_model_data.h",
+                                                         "named_ops.h"]
+    assert "resolver->AddCustom(tfq_tflm::kConv2DName" in (tmp_path / "firmware" / "named_ops.h").read_text()
     assert out.stat().st_size < named.stat().st_size == len(model_bytes)
     with pytest.raises(app.UsageError):
         run("--model", str(tmp_path / "none.h5"), "--output", str(out))

@@ -7,7 +7,10 @@ The file is what a device stores: names are stripped unless ``--nostrip_strings`
 
 ``--model`` is a model saved with ``tfq_tiny.save_model`` (h5 or SavedModel directory), loaded
 with ``tfq_tiny.load_model``. The flatbuffer is written atomically; a summary (size, operators,
-input grid, where the bytes go: ``tfq_tiny.export.size_report``) is printed.
+input grid, where the bytes go: ``tfq_tiny.export.size_report``, TFLM's planned arena head) is
+printed. ``--device_sources DIR`` also writes the C++ a firmware project compiles
+(``tfq_tiny.export.device``): the model as an aligned C array and a header registering exactly
+its operators, with the resolver size and arena head.
 """
 import os
 
@@ -32,13 +35,17 @@ flags.DEFINE_bool("strip_strings", True, "Leave out tensor/subgraph names and th
                   "keeps them for debugging (per-layer comparisons need the names).")
 flags.DEFINE_bool("litert_compatible", False, "Full per-channel zero point arrays (LiteRT needs "
                   "them; TFLM accepts one zero point per filter, up to 8 B per channel less).")
+flags.DEFINE_string("device_sources", None, "Also write <stem>_model_data.h/.cc (the flatbuffer "
+                    "as a C array) and <stem>_ops.h (operator registrations, resolver size, arena "
+                    "head) into this directory; <stem> is --output's file name without extension.")
 flags.mark_flags_as_required(["model", "output"])
 
 
 def main(argv):
     del argv
     import tfq_tiny
-    from tfq_tiny.export import converter, size_report
+    from tfq_tiny.export import converter, device, size_report
+    from tfq_tiny.export.arena import plan_arena
     from tfq_tiny.runtime.interpreter import Interpreter
 
     if not os.path.exists(FLAGS.model):
@@ -59,6 +66,12 @@ def main(argv):
     print(f"policy: {meta['policy']}")
     report = size_report(model_bytes)
     print("bytes: " + ", ".join(f"{k} {v}" for k, v in report.items() if v and k != "total"))
+    print(f"TFLM arena head (activations + scratch, as TFLM plans it): "
+          f"{plan_arena(model_bytes)['head']} bytes")
+    if FLAGS.device_sources:
+        stem = os.path.splitext(os.path.basename(FLAGS.output))[0]
+        for path in device.write_device_sources(model_bytes, FLAGS.device_sources, stem):
+            print(f"wrote {path}")
     return 0
 
 
