@@ -74,14 +74,14 @@ def strip_annotations(model):
     return rebuild(graph, transform), configs
 
 
-def _takes_output_bits(graph, name):
+def takes_output_bits(graph, name):
     """True when ``name``'s output is held at ``BitPolicy.output_bits``: a model output, the
     input of a softmax/sigmoid/tanh (through pass-through layers only) or the output of one.
     TFLM's int8 SOFTMAX, LOGISTIC and TANH read and write int8 only."""
     if name in graph.output_names or cfg.fixed_grid_function(graph[name].layer):
         return True
     return any(cfg.fixed_grid_function(graph[c].layer) or (cfg.is_pass_through(graph[c].layer) and
-                                                           _takes_output_bits(graph, c))
+                                                           takes_output_bits(graph, c))
                for c in graph.consumers(name))
 
 
@@ -126,7 +126,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
             return clone_call(node, inputs)
         else:
             owns_output = cfg.fused_relu(graph, node.name) is None
-            act_bits = policy.activation_bits_for(node.name, _takes_output_bits(graph, node.name))
+            act_bits = policy.activation_bits_for(node.name, takes_output_bits(graph, node.name))
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
                                         w_init, a_init, owns_output, input_bits=in_bits)
             applied[node.name] = ({"weight_bits"} if config.get_weights_and_quantizers(layer)

@@ -28,7 +28,6 @@ from tfq_tiny.analysis import model_statistics, op_graph
 from tfq_tiny.analysis.ops import FLOAT_BITS
 from tfq_tiny.analysis.stats import BIAS_BYTES, SCALE_BYTES
 from tfq_tiny.errors import TfqError
-from tfq_tiny.quantization.configs import fixed_grid_function
 from tfq_tiny.quantization.policy import BitPolicy
 
 BIT_CHOICES = (2, 4, 8)
@@ -119,8 +118,9 @@ class MemoryModel:
     """
 
     def __init__(self, model, base_policy=None, keep_residual_8bit=False, choices=BIT_CHOICES):
+        from tfq_tiny.graph import Graph
         from tfq_tiny.preprocess import as_deployed
-        from tfq_tiny.quantization.quantize import build_quantized_model
+        from tfq_tiny.quantization.quantize import build_quantized_model, takes_output_bits
 
         self.base_policy = BitPolicy.uniform() if base_policy is None else BitPolicy.parse(
             base_policy)
@@ -142,7 +142,8 @@ class MemoryModel:
             policy = BitPolicy(8, 8, overrides, 8)
             qmodel = build_quantized_model(folded, policy, check_overrides=False)
             probes.append((policy, qmodel, op_graph(qmodel)))
-        self._build(probes, names)
+        graph = Graph(folded)
+        self._build(probes, names, {name for name in names if takes_output_bits(graph, name)})
         for policy, qmodel, _ in probes:
             self._verify(qmodel, policy)
 
@@ -150,7 +151,8 @@ class MemoryModel:
         code = sum((0 if v == 8 else v - 1) * _PROBE_DIGITS ** j for j, v in enumerate(values))
         return names[code - 1] if code else None
 
-    def _build(self, probes, names):
+    def _build(self, probes, names, at_output_bits):
+        """``at_output_bits``: layers whose output tensor takes ``output_bits`` (not searched)."""
         ops, tensors, outputs = probes[0][2]
         self.ops = [op.name for op in ops]
         self.op_types = [op.type for op in ops]
@@ -162,12 +164,10 @@ class MemoryModel:
         self._tensor_var = {}
         producer = {op.output: op for op in ops}
         input_names = [n for n in tensors if n not in producer]
-        squashed = [op for op in ops if fixed_grid_function(op.layer)]
-        logits = set(outputs) | {op.inputs[0] for op in squashed} | {op.output for op in squashed}
         for name in tensors:
             values = [probe[2][1][name].bits for probe in probes]
             controller = self._decode(values, names)
-            if controller is None or name in logits:
+            if controller is None or controller in at_output_bits:
                 base = tensors[name].bits
                 if controller is not None:
                     base = self.base_policy.activation_bits_for(controller, True)
