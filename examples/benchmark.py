@@ -97,7 +97,7 @@ def define_flags():
     cli.check_choices("optimize", OPTIMIZERS)
     cli.check_choices("granularity", GRANULARITIES)
     cli.check_ints("seeds")
-    cli.check_bits("edge_bits", off=(0,))
+    cli.check_bits("edge_bits", off=(0,), meaning="edges follow the policy")
     cli.check_choices("edges", EDGES)
 
 

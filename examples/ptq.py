@@ -129,8 +129,8 @@ if __name__ == "__main__":
     from tfq_tiny import cli
 
     cli.check_bits("weight_bits")
-    cli.check_bits("activation_bits", off=("none", "32", "f"))
+    cli.check_bits("activation_bits", off=("none", "32", "f"), meaning="float activations")
     flags.register_validator("policy", lambda path: path is None or os.path.isfile(path),
                              message="must be an existing BitPolicy JSON file.")
-    cli.check_bits("edge_bits", off=(0,))
+    cli.check_bits("edge_bits", off=(0,), meaning="edges follow the policy")
     cli.run(main)

@@ -23,7 +23,7 @@ def parsed(*argv):
     cli.check_policies("bits", extra=("mixed",), flag_values=values)
     flags.DEFINE_string("activation_bits", "4", "", flag_values=values)
     cli.check_bits("edge_bits", off=(0,), flag_values=values)
-    cli.check_bits("activation_bits", off=("none",), flag_values=values)
+    cli.check_bits("activation_bits", off=("none",), meaning="float activations", flag_values=values)
     values(["prog", *argv])
     return values
 
@@ -42,8 +42,8 @@ def test_good_flags_parse():
     (["--bits=w9a4"], "weight_bits must be one of"),
     (["--bits=4bit"], "Cannot read a bit policy from '4bit'"),
     (["--edge_bits=1"], "must be a bit width from 2 to 8, or 0 (off)"),
-    (["--activation_bits=9"], "must be a bit width from 2 to 8, or 'none' (off)"),
-    (["--activation_bits=four"], "must be a bit width from 2 to 8, or 'none' (off)"),
+    (["--activation_bits=9"], "must be a bit width from 2 to 8, or 'none' (float activations)"),
+    (["--activation_bits=four"], "must be a bit width from 2 to 8, or 'none' (float activations)"),
 ])
 def test_bad_flags_fail_at_parse_time_saying_what_is_wrong(argv, says):
     with pytest.raises(flags.IllegalFlagValueError) as error:

@@ -272,6 +272,18 @@ def test_annotated_layer_uses_hand_picked_config(small_conv1d, signals):
     assert config == q.get_layer("quant_c1").quantize_config
 
 
+def test_a_config_on_a_layer_preprocessing_rewrites_is_refused(images):
+    """A SeparableConv2D is split and a BatchNormalization folded before quantization: a
+    QuantizeConfig annotated on either would silently not apply."""
+    layers = keras.layers
+    for rewritten in (layers.SeparableConv2D(4, 3, name="sep"), layers.BatchNormalization(name="bn")):
+        i = keras.Input((16, 16, 3))
+        x = layers.Conv2D(4, 3, name="c")(i)
+        x = tfq_tiny.quantize_annotate_layer(rewritten, OutputQuantizeConfig(6))(x)
+        with pytest.raises(TfqError, match=f"rewrites away: \\['{rewritten.name}'\\].*as deployed"):
+            tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=images)
+
+
 def test_conv1d_model_quantizes(small_conv1d, signals):
     q = tfq_tiny.quantize_model(small_conv1d, "w8a8", calibration_data=signals)
     ref = small_conv1d.predict(signals, verbose=0)

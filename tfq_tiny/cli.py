@@ -82,9 +82,10 @@ def check_policies(name, extra=(), flag_values=flags.FLAGS):
     flags.register_validator(name, checker, flag_values=flag_values)
 
 
-def check_bits(name, off=(), flag_values=flags.FLAGS):
+def check_bits(name, off=(), meaning="off", flag_values=flags.FLAGS):
     """Reject, at parse time, a bit-width flag (integer, or digits in a string flag) outside
-    2..8 unless it is one of the ``off`` values (e.g. 0, or "none" for float activations)."""
+    2..8 unless it is one of the ``off`` values (e.g. 0, or "none" for float activations), whose
+    ``meaning`` the error message names."""
     from tfq_tiny.quantization.grid import MAX_BITS, MIN_BITS
 
     def checker(value):
@@ -96,6 +97,6 @@ def check_bits(name, off=(), flag_values=flags.FLAGS):
             value = int(value)
         return MIN_BITS <= value <= MAX_BITS
 
-    also = f", or {' / '.join(repr(v) for v in off)} (off)" if off else ""
+    also = f", or {' / '.join(repr(v) for v in off)} ({meaning})" if off else ""
     flags.register_validator(name, checker, flag_values=flag_values,
                              message=f"must be a bit width from {MIN_BITS} to {MAX_BITS}{also}.")

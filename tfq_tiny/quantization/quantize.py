@@ -96,14 +96,23 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
     w_init, a_init = _split_init(init)
     configs = dict(configs or {})
     graph = Graph(float_model)
-    unknown = sorted(set(policy.overrides) - {node.name for node in graph})
+    names = {node.name for node in graph}
+    as_deployed = (f"Its layers, as deployed: {[node.name for node in graph]} (BatchNormalization "
+                   "folds into the layer before it, SeparableConv2D 'x' becomes 'x_depthwise' and "
+                   "'x_pointwise', a softmax/sigmoid/tanh activation 'x' becomes 'x' and "
+                   "'x_<function>', ZeroPadding folds into the convolution after it, "
+                   "Rescaling/Normalization into the layers after it).")
+    unknown = sorted(set(policy.overrides) - names)
     if unknown and check_overrides:
+        raise TfqError(f"The policy overrides layers the model does not have: {unknown}. "
+                       f"{as_deployed} Key overrides by those names.")
+    rewritten = sorted(set(configs) - names)
+    if rewritten:
         raise TfqError(
-            f"The policy overrides layers the model does not have: {unknown}. Its layers, as "
-            f"deployed: {[node.name for node in graph]} (BatchNormalization folds into the "
-            "layer before it, SeparableConv2D 'x' becomes 'x_depthwise' and 'x_pointwise', "
-            "ZeroPadding folds into the convolution after it, Rescaling/Normalization into the "
-            "layers after it). Key overrides by those names.")
+            f"QuantizeConfigs were annotated on layers that preprocessing rewrites away: "
+            f"{rewritten}, so they would not apply. {as_deployed} Build the model with the "
+            "deployed layers and annotate those, or leave the layers unannotated and set "
+            "their widths with BitPolicy overrides keyed by the deployed names.")
     tensor_bits = {}
     applied = {}
 
