@@ -161,6 +161,23 @@ def test_logistic_and_tanh_match_tflm_on_every_int8_input(function, builtin):
     assert ours.min() == -128 and ours.max() == 127
 
 
+def test_concatenation_of_branches_on_several_axes():
+    """TF gives the CONCATENATION inputs the output's grid (requantizing where a branch had its
+    own); the shim copies as TFLM does."""
+    def net(x):
+        a = L.Conv2D(4, 3, padding="same", activation="relu")(x)
+        b = L.Conv2D(6, 1)(x)
+        c = L.Concatenate()([a, b, L.AveragePooling2D(1)(x)])
+        d = L.Concatenate(axis=1)([c, L.Conv2D(13, 3, padding="same")(x)])
+        return L.Dense(5)(L.Flatten()(d))
+    model_bytes = convert(build(net, (6, 6, 3)))
+    assert ops_of(model_bytes).count("CONCATENATION") == 2
+    check_model(model_bytes, n=100)
+    from tfq_tiny.export.arena import plan_arena
+    from tfq_tiny.search.memory import tflm_arena_usage
+    assert plan_arena(model_bytes)["head"] == tflm_arena_usage(model_bytes)["head"]
+
+
 def test_conv1d_model():
     def net(x):
         y = L.Conv1D(8, 5, strides=2, padding="same", activation="relu")(x)

@@ -843,6 +843,34 @@ def _prepare_softmax(node):
     return run
 
 
+@_builtin("CONCATENATION")
+def _prepare_concatenation(node):
+    """TFLM's int8 CONCATENATION copies the inputs' integers as they are (no requantization):
+    inputs on another grid than the output are read on the output's, as on the device."""
+    node.arity(1, 10)
+    out = node.outputs[0]
+    opts = node.opts(schema_fb.ConcatenationOptionsT)
+    node.check(_ACTIVATION_NAMES.get(opts.fusedActivationFunction) == "NONE",
+               "TFLM's CONCATENATION takes no fused activation.")
+    _per_tensor(node, out, "output")
+    rank = len(out.shape)
+    axis = opts.axis + rank if opts.axis < 0 else opts.axis
+    node.check(0 <= axis < rank <= 4, f"axis {opts.axis} is out of range for rank {rank} (at most 4).")
+    for i, t in enumerate(node.inputs):
+        _per_tensor(node, t, f"input {i}")
+        node.check(t.bits == 8 and t.type == out.type, f"input {i} is {t.type}; TFLM concatenates int8 only.")
+        node.check(len(t.shape) == rank and all(a == b for j, (a, b) in enumerate(zip(t.shape, out.shape))
+                                                if j != axis),
+                   f"input {i} shape {list(t.shape)} does not fit output {list(out.shape)} on axis {axis}.")
+    node.check(sum(t.shape[axis] for t in node.inputs) == out.shape[axis],
+               f"inputs give {sum(t.shape[axis] for t in node.inputs)} along axis {axis}, output has "
+               f"{out.shape[axis]}.")
+
+    def run(args):
+        return [np.concatenate([np.asarray(a) for a in args], axis=axis)]
+    return run
+
+
 def _prepare_squash(node, what, kernel, out_scale_expected, out_zp_expected, scale_text):
     node.arity(1, 1)
     x, out = node.inputs[0], node.outputs[0]
