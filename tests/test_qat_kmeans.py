@@ -280,3 +280,15 @@ def test_a_binary_sigmoid_classifier_trains_on_binary_cross_entropy(signals):
     assert losses[0] > 0.1 and losses[-1] < losses[0]
     assert accuracy(qmodel, signals, y) > max(before, 60)
     assert tuner.history[-1]["accuracy"] == pytest.approx(accuracy(qmodel, signals, y) / 100, abs=0.1)
+
+
+def test_finetune_learns_the_quantization_ranges(small_conv1d, signals):
+    """The scales and zero points are not trainable variables; QAT must still learn them
+    (a tape that does not watch them leaves every range where calibration put it)."""
+    y = _teacher_labels(small_conv1d, signals)
+    qmodel = tfq_tiny.quantize_model(small_conv1d, "w4a4", signals)
+    slots = quantizer_slots(qmodel)
+    before = [s.variables["scale"].numpy().copy() for s in slots]
+    FineTuner(epochs=1, lr=1e-2, batch_size=16, progress=False).run(qmodel, (signals, y))
+    moved = {s.kind for s, old in zip(slots, before) if not np.array_equal(old, s.variables["scale"].numpy())}
+    assert moved == {"input", "weight", "output"}

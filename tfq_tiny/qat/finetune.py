@@ -229,6 +229,7 @@ class QATModel(keras.Model):
         x, y = data
         y = self._targets(y)
         with tf.GradientTape() as tape:
+            tape.watch(self._opt_vars)   # the quantizers' scales and zero points are not trainable
             out = self(x, training=True)
             loss = self._loss_fn(y, out)
         apply_group_gradients(self._groups, self._optimizers, tape.gradient(loss, self._opt_vars))
