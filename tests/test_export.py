@@ -370,6 +370,61 @@ def test_a_sigmoid_below_8_bits_is_refused_at_export():
         to_tflite(qmodel)
 
 
+def _concatenation_models():
+    """Inception-style branches joined on channels (one through a max pool), and two pooled
+    feature vectors fused by a Concatenate before the classifier."""
+    keras.utils.set_random_seed(2)
+    i = keras.Input((12, 12, 3))
+    a = L.Conv2D(6, 3, padding="same", activation="relu", name="a")(i)
+    b = L.MaxPooling2D(1, name="mp")(L.Conv2D(4, 1, name="b")(i))
+    x = L.Conv2D(8, 3, activation="relu", name="c")(L.Concatenate(name="cat")([a, b]))
+    branches = keras.Model(i, L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x)))
+    fused = L.Concatenate(name="fuse")([L.GlobalAveragePooling2D(name="g1")(x),
+                                        L.GlobalAveragePooling2D(name="g2")(a)])
+    return branches, keras.Model(i, L.Dense(3, name="head")(fused))
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_concatenate_deploys_as_tflm_concatenation_on_one_grid(policy, tmp_path):
+    """The concatenated layers write on the Concatenate's 8-bit grid (TFLM copies integers);
+    the layers after it take the policy's width. Saved and loaded, the ties still hold."""
+    from tfq_tiny.quantization.calibration import quantizer_slots
+
+    x_in = _data((12, 12, 3), 64, 8)
+    for model, joined in zip(_concatenation_models(), [("a", "b", "cat"), ("g1", "g2", "fuse")]):
+        qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=x_in)
+        tfq_tiny.save_model(qmodel, str(tmp_path / "q.h5"))
+        qmodel = tfq_tiny.load_model(str(tmp_path / "q.h5"))
+        grids = {s.layer_name: (s.quantizer.num_bits, float(s.variables["scale"].numpy()),
+                                float(s.variables["zero_point"].numpy()))
+                 for s in quantizer_slots(qmodel) if s.kind == "output"}
+        assert len({grids[name] for name in joined}) == 1 and grids[joined[0]][0] == 8
+        assert grids["c"][0] == (4 if policy == "w4a4" else 8)
+        model_bytes = to_tflite(qmodel)
+        assert "CONCATENATION" in op_names(model_bytes)
+        if policy == "w8a8" and joined[-1] == "cat":   # all builtins: also checked on TFLM
+            assert not any(name.startswith("CUSTOM") for name in op_names(model_bytes))
+        assert_agrees_exactly(qmodel, model_bytes, x_in, set(joined))
+
+
+def test_concatenate_inputs_that_cannot_share_its_grid_are_refused():
+    from tfq_tiny.errors import UnsupportedLayerError
+
+    i = keras.Input((12, 12, 3))
+    direct = keras.Model(i, L.Concatenate(name="cat")([i, L.Conv2D(3, 1, padding="same")(i)]))
+    with pytest.raises(UnsupportedLayerError, match="reads 'input.*model input.*between"):
+        tfq_tiny.quantize_model(direct, "w8a8", calibration_data=_data((12, 12, 3), 16, 0))
+    c = L.Conv2D(3, 1, name="c")(i)
+    twice = keras.Model(i, [L.Concatenate(name="x1")([c, c]), L.Concatenate(name="x2")([c, c])])
+    with pytest.raises(UnsupportedLayerError, match="'c', which feeds 2 Concatenates"):
+        tfq_tiny.quantize_model(twice, "w8a8", calibration_data=_data((12, 12, 3), 16, 0))
+    branches, _ = _concatenation_models()
+    low = tfq_tiny.quantize_model(branches, BitPolicy(8, 8).with_override("a", activation_bits=4),
+                                  calibration_data=_data((12, 12, 3), 16, 0))
+    with pytest.raises(ExportError, match="'cat' \\(Concatenate\\) must read and write one 8-bit grid"):
+        to_tflite(low)
+
+
 def test_a_padding_that_cannot_fold_is_refused_by_name():
     i = keras.Input((12, 12, 3))
     x = L.Conv2D(4, 3, strides=2, name="c")(L.ZeroPadding2D(1, name="pad_sym")(i))

@@ -282,6 +282,36 @@ def test_a_binary_sigmoid_classifier_trains_on_binary_cross_entropy(signals):
     assert tuner.history[-1]["accuracy"] == pytest.approx(accuracy(qmodel, signals, y) / 100, abs=0.1)
 
 
+def test_finetune_and_learned_ranges_keep_concatenated_inputs_on_one_grid(images):
+    """QAT (every step) and LSQ reconstruction (at the end) put the layers a Concatenate joins
+    back on its grid, so the model still exports. The shared grid itself stays where
+    calibration put it: its inputs arrive on it, so its own rounding has no gradient."""
+    from tfq_tiny.export import to_tflite
+    from tfq_tiny.ptq import PTQConfig, PTQPipeline
+
+    keras.utils.set_random_seed(3)
+    i = keras.Input(images.shape[1:])
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(i)
+    b = keras.layers.Conv2D(4, 1, name="b")(i)
+    x = keras.layers.Concatenate(name="cat")([a, b])
+    model = keras.Model(i, keras.layers.Dense(3, name="fc")(keras.layers.GlobalAveragePooling2D()(x)))
+    y = _teacher_labels(model, images)
+
+    def grids(qmodel):
+        return {s.layer_name: (float(s.variables["scale"].numpy()), float(s.variables["zero_point"].numpy()))
+                for s in quantizer_slots(qmodel) if s.kind == "output"}
+
+    tuned = tfq_tiny.quantize_model(model, "w4a4", images)
+    before = grids(tuned)
+    FineTuner(epochs=2, lr=1e-2, batch_size=16, progress=False).run(tuned, (images, y))
+    learned = PTQPipeline(PTQConfig(optimize="qparam", iterations=50, learning_rate=1e-2,
+                                    bias_tuning=False), progress=False).run(model, images, "w4a4")
+    for qmodel in (tuned, learned):
+        assert len({grids(qmodel)[name] for name in ("a", "b", "cat")}) == 1
+        assert len(to_tflite(qmodel)) > 0
+    assert grids(tuned)["fc"] != before["fc"]
+
+
 def test_finetune_learns_the_quantization_ranges(small_conv1d, signals):
     """The scales and zero points are not trainable variables; QAT must still learn them
     (a tape that does not watch them leaves every range where calibration put it)."""

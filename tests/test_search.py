@@ -93,6 +93,21 @@ def test_memory_model_fixes_a_tanh_and_its_input_at_8_bits():
     assert mm.memory(assignment) == memory(model, mm.policy(assignment))
 
 
+def test_memory_model_fixes_the_tensors_a_concatenate_joins_at_8_bits():
+    L = keras.layers
+    i = keras.Input((8, 8, 3))
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="a")(i)
+    b = L.Conv2D(4, 1, name="b")(i)
+    x = L.Conv2D(4, 3, activation="relu", name="c")(L.Concatenate(name="cat")([a, b]))
+    model = keras.Model(i, L.Dense(3, name="head")(L.Flatten(name="flat")(x)))
+    mm = MemoryModel(model)
+    keys = {v.key for v in mm.variables}
+    assert not {(A, "a"), (A, "b"), (A, "cat")} & keys   # TFLM's CONCATENATION is int8 only
+    assert {(A, "c"), (W, "a"), (W, "b"), (W, "c")} <= keys
+    assignment = {v.key: 4 for v in mm.variables}
+    assert mm.memory(assignment) == memory(model, mm.policy(assignment))
+
+
 def test_constraint_rule_lowers_largest_weight_first(hand_mm):
     start = hand_mm.assignment()
     one = hand_mm.enforce(start, flash=151)

@@ -43,7 +43,7 @@ from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError, Unsupported
 from tfq_tiny.export import flatbuffer, packing
 from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
 from tfq_tiny.quantization.calibration import QuantizeWrapper, layer_slots, quantizer_slots
-from tfq_tiny.quantization.configs import activation_name, fixed_grid_function
+from tfq_tiny.quantization.configs import activation_name, fixed_grid_function, is_concatenate
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, int_range
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantizers import UniformQuantizer
@@ -84,6 +84,7 @@ _KERAS_TYPES = {
     "SOFTMAX": ("Softmax", "Activation"),
     "LOGISTIC": ("Activation",),
     "TANH": ("Activation",),
+    "CONCATENATION": ("Concatenate",),
 }
 _CUSTOM_CODE = {
     "CONV_2D": custom_ops.CONV_2D, "DEPTHWISE_CONV_2D": custom_ops.DEPTHWISE_CONV_2D,
@@ -187,6 +188,17 @@ class _Plan:
                         f"int8 {builtin} is the only {function} kernel. Override its activation_bits "
                         "(and its input's) to 8.")
                 grid = _Grid(op.output, 8, np.float32(scale), zero_point, 8)
+            if is_concatenate(op.layer):
+                inputs = [self.grid[name] for name in op.inputs]
+                if grid.bits != 8 or any((g.bits, g.scale, g.zero_point) !=
+                                         (8, grid.scale, grid.zero_point) for g in inputs):
+                    raise ExportError(
+                        f"layer '{op.name}' (Concatenate) must read and write one 8-bit grid: "
+                        "TFLM's CONCATENATION copies int8 values. Its inputs "
+                        f"{[(g.name, g.bits, float(g.scale), g.zero_point) for g in inputs]} and "
+                        f"output {(grid.bits, float(grid.scale), grid.zero_point)} differ; keep the "
+                        "widths of the concatenated layers at 8 and leave them unannotated "
+                        "(quantize_model ties their grids).")
             self.grid[op.output] = grid
             if op.weight_bits is not None:
                 if op.name not in self.weight_slot:
@@ -392,7 +404,7 @@ def _pair(values, is_1d):
     return tuple(sorted(values)) if is_1d else tuple(values)
 
 
-def _attributes_match(tfl, tfl_op, name, op):
+def _attributes_match(tfl, tfl_op, name, op, plan):
     """True when TF's options for ``tfl_op`` describe the layer ``op`` (strides, padding, ...)."""
     layer = op.layer
     options = tfl_op.builtinOptions
@@ -414,6 +426,10 @@ def _attributes_match(tfl, tfl_op, name, op):
                 and _PADDINGS.get(options.padding) == layer.padding.upper())
     if name in ("SOFTMAX", "LOGISTIC", "TANH"):
         return FIXED_GRIDS.get(fixed_grid_function(layer), (None,))[0] == name
+    if name == "CONCATENATION":
+        rank, tfl_rank = len(plan.tensors[op.output].shape) + 1, len(tfl.shape(tfl_op.outputs[0]))
+        axis, tfl_axis = layer.axis % rank, int(options.axis) % tfl_rank
+        return (axis, rank) == (tfl_axis, tfl_rank) or (axis == rank - 1 and tfl_axis == tfl_rank - 1)
     if name == "MEAN":
         axes = sorted(int(a) % len(tfl.shape(tfl_op.inputs[0]))
                       for a in np.asarray(tfl.values_raw(tfl_op.inputs[1])).reshape(-1))
@@ -478,12 +494,12 @@ def _match(tfl, plan):
                 f"TF emitted operator #{i} {name}, which the converter does not map (supported: "
                 f"{sorted(_KERAS_TYPES) + list(_SHAPE_OPS)}). The model has a layer the TFQ "
                 "operators do not cover; replace it.")
-        data = ins[:2] if name == "ADD" else ins[:1]
+        data = ins if name == "CONCATENATION" else ins[:2] if name == "ADD" else ins[:1]
         if any(t not in tensor_of for t in data):
             raise ExportError(f"TF operator #{i} ({name}) reads a tensor we cannot place.")
         sources = sorted(tensor_of[t] for t in data)
         candidates = [op for op in plan.ops if id(op) not in matched and op.type in _KERAS_TYPES[name]
-                      and sorted(op.inputs) == sources and _attributes_match(tfl, tfl_op, name, op)]
+                      and sorted(op.inputs) == sources and _attributes_match(tfl, tfl_op, name, op, plan)]
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             candidates = [op for op in candidates if _weights_match(tfl, tfl_op, op, plan)]
         if len(candidates) != 1:

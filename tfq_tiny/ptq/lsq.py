@@ -10,11 +10,12 @@ from tfq_tiny.ptq.optimiser import Optimiser, activation_slots, mean_abs, regist
 
 def qparam_groups(slots, learning_rate):
     """Adam groups for the learnable scales (and activation zero points) of ``slots``;
-    fixed-range and tied quantizers are left alone."""
+    fixed-range and tied quantizers (average pools, Concatenate inputs) are left alone."""
     groups = []
     for slot in slots:
         if getattr(slot.quantizer, "fixed_range", None) is not None or \
-                getattr(slot.quantizer, "tie_to_input", False):
+                getattr(slot.quantizer, "tie_to_input", False) or \
+                getattr(slot.quantizer, "tie_to_consumer", False):
             continue
         scale = slot.variables["scale"]
         groups.append(([scale], learning_rate * mean_abs(scale)))

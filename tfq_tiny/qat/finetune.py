@@ -47,8 +47,8 @@ from tfq_tiny.ptq.lsq import LSQ
 from tfq_tiny.ptq.optimiser import mean_abs
 from tfq_tiny.ptq.reconstruction import apply_group_gradients
 from tfq_tiny.ptq.units import Unit
-from tfq_tiny.quantization.calibration import (input_activation_slot, quantizer_slots,
-                                               snap_biases, tie_activation_ranges)
+from tfq_tiny.quantization.calibration import (grid_ties, quantizer_slots, snap_biases,
+                                               tie_activation_ranges)
 from tfq_tiny.quantization.grid import round_half_away
 
 STATE_FILE = "qat_state.npz"
@@ -168,8 +168,8 @@ class QATModel(keras.Model):
     """Trains a quantized model on labels: each variable group with its own Adam.
 
     The model runs in training mode (dropout active) when ``dropout``, else in inference mode.
-    After every step the scales stay at least ``1e-8`` and tied quantizers (average pooling)
-    copy their input quantizer's scale and zero point.
+    After every step the scales stay at least ``1e-8`` and tied quantizers copy their source's
+    scale and zero point (``calibration.grid_ties``: average pools, Concatenate inputs).
     """
 
     def __init__(self, qmodel, groups, from_logits, dropout=True, **kwargs):
@@ -183,12 +183,7 @@ class QATModel(keras.Model):
             optimizer.build(variables)
         slots = quantizer_slots(qmodel)
         self._scales = [s.variables["scale"] for s in slots]
-        self._ties = []
-        for slot in slots:
-            if slot.kind == "output" and slot.quantizer.tie_to_input:
-                source = input_activation_slot(slot.layer, slots)
-                if source is not None:
-                    self._ties.append((source.variables, slot.variables))
+        self._ties = [(source.variables, target.variables) for source, target in grid_ties(slots)]
         self._binary = int(qmodel.output_shape[-1]) == 1
         if self._binary:
             self._loss_fn = keras.losses.BinaryCrossentropy(from_logits=from_logits)

@@ -117,9 +117,9 @@ def _is_batched(dataset):
 
 def observed_activation_slots(slots):
     """The activation quantizers whose range comes from data: not tied to their input (average
-    pooling) and without a fixed range (softmax)."""
+    pooling) or consumer (Concatenate inputs) and without a fixed range (softmax)."""
     return [s for s in slots if s.kind in ("input", "output") and not s.quantizer.tie_to_input
-            and s.quantizer.fixed_range is None]
+            and not s.quantizer.tie_to_consumer and s.quantizer.fixed_range is None]
 
 
 def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
@@ -174,33 +174,57 @@ def calibrate(qmodel, float_model, calibration_data, batch_size=128, seed=0):
     return qmodel
 
 
-def input_activation_slot(layer, slots):
-    """The activation quantizer whose grid the (first) input of ``layer`` lies on, or None.
+def input_activation_slots(layer, slots):
+    """For each input of ``layer``: the activation quantizer whose grid it lies on, or None.
 
     Walks back through pass-through layers (Flatten, MaxPooling, ...).
     """
     by_layer = {id(s.layer): s for s in slots if s.kind in ("input", "output")}
-    producer = layer.input._keras_history.layer if not isinstance(layer.input, list) else \
-        layer.input[0]._keras_history.layer
-    while producer is not None:
-        if id(producer) in by_layer:
-            return by_layer[id(producer)]
-        if isinstance(producer, (QuantizeWrapper, keras.layers.InputLayer)):
-            return None
-        inbound = producer.input
-        producer = (inbound[0] if isinstance(inbound, list) else inbound)._keras_history.layer
-    return None
+    inputs = layer.input if isinstance(layer.input, list) else [layer.input]
+    found = []
+    for tensor in inputs:
+        producer = tensor._keras_history.layer
+        while producer is not None:
+            if id(producer) in by_layer:
+                break
+            if isinstance(producer, (QuantizeWrapper, keras.layers.InputLayer)):
+                producer = None
+                break
+            inbound = producer.input
+            producer = (inbound[0] if isinstance(inbound, list) else inbound)._keras_history.layer
+        found.append(by_layer[id(producer)] if producer is not None else None)
+    return found
 
 
-def tie_activation_ranges(qmodel, slots=None):
-    """Copy input qparams to quantizers marked ``tie_to_input`` (average pooling)."""
-    slots = quantizer_slots(qmodel) if slots is None else slots
+def input_activation_slot(layer, slots):
+    """The activation quantizer whose grid the (first) input of ``layer`` lies on, or None."""
+    return input_activation_slots(layer, slots)[0]
+
+
+def grid_ties(slots):
+    """(source slot, tied slot) pairs, in the order to copy them: each Concatenate's grid to the
+    quantizers of its inputs (``tie_to_consumer``), then each tied average pool's input grid to
+    its output (``tie_to_input``), which may itself follow a Concatenate."""
+    ties = []
+    for slot in slots:
+        if slot.kind == "output" and isinstance(getattr(slot.layer, "layer", None),
+                                                keras.layers.Concatenate):
+            ties += [(slot, source) for source in input_activation_slots(slot.layer, slots)
+                     if source is not None and source.quantizer.tie_to_consumer]
     for slot in slots:
         if slot.kind == "output" and slot.quantizer.tie_to_input:
             source = input_activation_slot(slot.layer, slots)
             if source is not None:
-                slot.variables["scale"].assign(source.variables["scale"])
-                slot.variables["zero_point"].assign(source.variables["zero_point"])
+                ties.append((source, slot))
+    return ties
+
+
+def tie_activation_ranges(qmodel, slots=None):
+    """Copy tied qparams: Concatenate grids to their inputs, average pool inputs to outputs."""
+    slots = quantizer_slots(qmodel) if slots is None else slots
+    for source, target in grid_ties(slots):
+        target.variables["scale"].assign(source.variables["scale"])
+        target.variables["zero_point"].assign(source.variables["zero_point"])
 
 
 def snap_biases(qmodel, slots=None):

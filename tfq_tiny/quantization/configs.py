@@ -2,8 +2,8 @@
 
 Two configs cover everything: ``WeightLayerQuantizeConfig`` (a kernel quantized per output
 channel, plus the layer's output) for Conv1D/Conv2D/DepthwiseConv2D/Dense, and
-``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6, Add, pooling, softmax, sigmoid and
-tanh layers.
+``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6, Add, pooling, softmax, sigmoid,
+tanh and Concatenate layers.
 Layers that cannot move a value off the grid (Flatten, Reshape, Dropout, MaxPooling,
 ZeroPadding) pass through unwrapped, as their TFLite counterparts keep the input's
 quantization.
@@ -22,7 +22,7 @@ WEIGHT_LAYERS = {
     layers.Conv2D: ("kernel", (-1,)),
     layers.Dense: ("kernel", (-1,)),
 }
-OUTPUT_LAYERS = (layers.ReLU, layers.Add, layers.Softmax)
+OUTPUT_LAYERS = (layers.ReLU, layers.Add, layers.Softmax, layers.Concatenate)
 AVERAGE_POOL_LAYERS = (layers.AveragePooling1D, layers.AveragePooling2D,
                        layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)
 PASS_THROUGH_LAYERS = (layers.InputLayer, layers.Flatten, layers.Reshape, layers.Dropout,
@@ -108,7 +108,7 @@ class WeightLayerQuantizeConfig(_BaseConfig):
 
     def __init__(self, weight_attr, channel_axes, weight_bits, activation_bits=None,
                  weight_init="mse", activation_init="mse", quantize_output=True,
-                 weight_rounding=None):
+                 weight_rounding=None, tie_to_consumer=False):
         self.weight_attr = weight_attr
         self.channel_axes = tuple(channel_axes)
         self.weight_bits = weight_bits
@@ -116,9 +116,11 @@ class WeightLayerQuantizeConfig(_BaseConfig):
         self.weight_init = weight_init
         self.activation_init = activation_init
         self.quantize_output = bool(quantize_output)
+        self.tie_to_consumer = bool(tie_to_consumer)
         self.weight_quantizer = WeightQuantizer(weight_bits, self.channel_axes, weight_init,
                                                 weight_rounding)
-        self.output_quantizer = (ActivationQuantizer(activation_bits, activation_init)
+        self.output_quantizer = (ActivationQuantizer(activation_bits, activation_init,
+                                                     tie_to_consumer=tie_to_consumer)
                                  if activation_bits is not None and quantize_output else None)
 
     def get_weights_and_quantizers(self, layer):
@@ -132,22 +134,25 @@ class WeightLayerQuantizeConfig(_BaseConfig):
                 "weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
                 "weight_init": self.weight_init, "activation_init": self.activation_init,
                 "quantize_output": self.quantize_output,
-                "weight_rounding": self.weight_quantizer.rounding.get_config()}
+                "weight_rounding": self.weight_quantizer.rounding.get_config(),
+                "tie_to_consumer": self.tie_to_consumer}
 
 
 class OutputQuantizeConfig(_BaseConfig):
-    """Quantizes only the layer's output (ReLU, Add, pooling, softmax, sigmoid, tanh)."""
+    """Quantizes only the layer's output (ReLU, Add, pooling, softmax, sigmoid, tanh, Concatenate)."""
 
     def __init__(self, activation_bits, activation_init="mse", tie_to_input=False,
-                 fixed_range=None, window=None):
+                 fixed_range=None, window=None, tie_to_consumer=False):
         self.activation_bits = activation_bits
         self.activation_init = activation_init
         self.tie_to_input = bool(tie_to_input)
+        self.tie_to_consumer = bool(tie_to_consumer)
         self.fixed_range = None if fixed_range is None else tuple(fixed_range)
         self.window = window if self.tie_to_input else None
         self.output_quantizer = (
             ActivationQuantizer(activation_bits, activation_init, tie_to_input=tie_to_input,
-                                fixed_range=fixed_range, window=self.window)
+                                fixed_range=fixed_range, window=self.window,
+                                tie_to_consumer=tie_to_consumer)
             if activation_bits is not None else None)
 
     def get_weights_and_quantizers(self, layer):
@@ -160,7 +165,7 @@ class OutputQuantizeConfig(_BaseConfig):
         return {"activation_bits": self.activation_bits,
                 "activation_init": self.activation_init, "tie_to_input": self.tie_to_input,
                 "fixed_range": None if self.fixed_range is None else list(self.fixed_range),
-                "window": self.window}
+                "window": self.window, "tie_to_consumer": self.tie_to_consumer}
 
 
 def weight_attr(layer):
@@ -181,6 +186,16 @@ def fixed_grid_function(layer):
 
 def is_pass_through(layer):
     return isinstance(layer, PASS_THROUGH_LAYERS)
+
+
+def is_concatenate(layer):
+    return isinstance(unwrap(layer), layers.Concatenate)
+
+
+def int8_only(layer):
+    """True for layers TFLM runs with int8 kernels only, reading and writing 8-bit tensors:
+    softmax, sigmoid, tanh and Concatenate (CONCATENATION copies int8 values)."""
+    return fixed_grid_function(layer) is not None or is_concatenate(layer)
 
 
 def ties_average_pool(input_bits, output_bits):
@@ -206,9 +221,11 @@ def average_pool_window(layer):
 
 
 def default_config(layer, weight_bits, activation_bits, weight_init="mse",
-                   activation_init="mse", quantize_output=True, input_bits=None):
+                   activation_init="mse", quantize_output=True, input_bits=None,
+                   tie_to_consumer=False):
     """The QuantizeConfig for ``layer``; None for pass-through layers. ``input_bits`` (the width
-    of the layer's input tensor) decides whether an average pool is tied to its input's grid.
+    of the layer's input tensor) decides whether an average pool is tied to its input's grid;
+    ``tie_to_consumer`` puts the output on the grid of the Concatenate it feeds instead.
 
     Raises UnsupportedLayerError naming the layer when there is no config for it.
     """
@@ -223,21 +240,22 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
                     f"only {list(FUSABLE_ACTIVATIONS)} can be fused into a quantized kernel. "
                     "Use one of those, or split the activation into its own layer.")
             return WeightLayerQuantizeConfig(attr, axes, weight_bits, activation_bits,
-                                             weight_init, activation_init, quantize_output)
+                                             weight_init, activation_init, quantize_output,
+                                             tie_to_consumer=tie_to_consumer)
     out_bits = activation_bits if quantize_output else None
-    if isinstance(layer, layers.ReLU) and activation_name(layer) in ("relu", "relu6"):
-        return OutputQuantizeConfig(out_bits, activation_init)
-    if isinstance(layer, layers.Activation) and activation_name(layer) in ("relu", "relu6"):
-        return OutputQuantizeConfig(out_bits, activation_init)
+    tie = {"tie_to_consumer": tie_to_consumer}
+    if isinstance(layer, (layers.ReLU, layers.Activation)) and \
+            activation_name(layer) in ("relu", "relu6"):
+        return OutputQuantizeConfig(out_bits, activation_init, **tie)
     if (function := fixed_grid_function(layer)) is not None:
         return OutputQuantizeConfig(out_bits, activation_init,
                                     fixed_range=FIXED_GRID_RANGES[function])
     if isinstance(layer, AVERAGE_POOL_LAYERS):
-        return OutputQuantizeConfig(out_bits, activation_init,
-                                    tie_to_input=ties_average_pool(input_bits, out_bits),
-                                    window=average_pool_window(layer))
+        tied = ties_average_pool(input_bits, out_bits) and not tie_to_consumer
+        return OutputQuantizeConfig(out_bits, activation_init, tie_to_input=tied,
+                                    window=average_pool_window(layer) if tied else None, **tie)
     if isinstance(layer, OUTPUT_LAYERS):
-        return OutputQuantizeConfig(out_bits, activation_init)
+        return OutputQuantizeConfig(out_bits, activation_init, **tie)
     if isinstance(layer, layers.BatchNormalization):
         raise UnsupportedLayerError(
             f"BatchNormalization '{layer.name}' could not be folded: it must directly follow a "
@@ -246,6 +264,6 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
     raise UnsupportedLayerError(
         f"Layer '{layer.name}' of type {type(layer).__name__} is not supported. Supported: "
         "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, Average/Max/GlobalAverage/"
-        "GlobalMax pooling, Softmax/sigmoid/tanh, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
+        "GlobalMax pooling, Concatenate, Softmax/sigmoid/tanh, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
         "Rescaling/Normalization/BatchNormalization where they fold into a weight layer. Give it a "
         "QuantizeConfig with tfq_tiny.quantize_annotate_layer(layer, config), or replace it.")

@@ -4,11 +4,11 @@ A policy has defaults and per-layer overrides, keyed by layer name. ``activation
 of a layer is the width of the tensor that layer outputs (for an input layer, the model's
 input tensor). ``activation_bits=None`` keeps activations in float (weights-only runs).
 ``output_bits`` is the width of the model's output tensors and of the input and output of a
-softmax, sigmoid or tanh (the logits) when activations are quantized: 8 by default, as the
-int8 outputs a TFLM application reads and the int8 tensors TFLM's SOFTMAX, LOGISTIC and TANH
-need (a dozen logits cost nothing in RAM, and 4-bit logits lose ranking resolution); ``None``
-makes them follow ``activation_bits``. A per-layer
-override of the layer wins over both.
+softmax, sigmoid, tanh or Concatenate (the logits, mostly) when activations are quantized: 8 by
+default, as the int8 outputs a TFLM application reads and the int8 tensors TFLM's SOFTMAX,
+LOGISTIC, TANH and CONCATENATION need (a dozen logits cost nothing in RAM, and 4-bit logits
+lose ranking resolution); ``None`` makes them follow ``activation_bits``. A per-layer override
+of the layer wins over both.
 """
 import json
 import re

@@ -6,7 +6,7 @@ output channel, every tensor that flows between TFLite operators quantized per t
 ReLU/ReLU6 quantized once after the operator it follows, as TFLite fuses it.
 """
 from tfq_tiny._compat import QuantizeAnnotate, QuantizeLayer, keras, tfmot
-from tfq_tiny.errors import TfqError
+from tfq_tiny.errors import TfqError, UnsupportedLayerError
 from tfq_tiny.graph import Graph, call_layer, check_tf_keras_model, clone_call, clone_layer, rebuild
 from tfq_tiny.keras3 import as_tf_keras
 from tfq_tiny.preprocess import preprocess as run_preprocess
@@ -75,14 +75,47 @@ def strip_annotations(model):
 
 
 def takes_output_bits(graph, name):
-    """True when ``name``'s output is held at ``BitPolicy.output_bits``: a model output, the
-    input of a softmax/sigmoid/tanh (through pass-through layers only) or the output of one.
-    TFLM's int8 SOFTMAX, LOGISTIC and TANH read and write int8 only."""
-    if name in graph.output_names or cfg.fixed_grid_function(graph[name].layer):
+    """True when ``name``'s output is held at ``BitPolicy.output_bits``: a model output, or the
+    input (through pass-through layers) or output of a layer TFLM runs in int8 only: softmax,
+    sigmoid, tanh (SOFTMAX, LOGISTIC, TANH) and Concatenate (CONCATENATION)."""
+    if name in graph.output_names or cfg.int8_only(graph[name].layer):
         return True
-    return any(cfg.fixed_grid_function(graph[c].layer) or (cfg.is_pass_through(graph[c].layer) and
-                                                           takes_output_bits(graph, c))
+    return any(cfg.int8_only(graph[c].layer) or (cfg.is_pass_through(graph[c].layer) and
+                                                 takes_output_bits(graph, c))
                for c in graph.consumers(name))
+
+
+def concatenations_fed(graph, name):
+    """Names of the Concatenate layers ``name``'s output reaches through pass-through layers."""
+    found = []
+    for c in graph.consumers(name):
+        if cfg.is_concatenate(graph[c].layer):
+            found.append(c)
+        elif cfg.is_pass_through(graph[c].layer):
+            found += concatenations_fed(graph, c)
+    return sorted(set(found))
+
+
+def _concatenation_sources(graph):
+    """The layers whose output grid follows the Concatenate they feed (TFLM's CONCATENATION
+    copies integers, so every input must already be on the output's grid). Raises for an input
+    whose grid cannot follow: a model input, a softmax/sigmoid/tanh (fixed grid), another
+    Concatenate, or a layer feeding two Concatenates."""
+    sources = set()
+    for node in graph:
+        joins = concatenations_fed(graph, node.name)
+        if not joins or cfg.is_pass_through(node.layer) and node.name not in graph.input_names:
+            continue
+        if node.name in graph.input_names or len(joins) > 1 or cfg.int8_only(node.layer):
+            why = ("is a model input" if node.name in graph.input_names else
+                   f"feeds {len(joins)} Concatenates {joins}" if len(joins) > 1 else
+                   "has a grid of its own kind (softmax/sigmoid/tanh or a Concatenate)")
+            raise UnsupportedLayerError(
+                f"Concatenate {joins} reads '{node.name}', which {why}: TFLM's CONCATENATION copies "
+                "integers, so each input must be written on the concatenation's own grid, by a "
+                "layer that can take any grid. Put a Conv/Dense/ReLU/Add/pooling layer between.")
+        sources.add(node.name)
+    return sources
 
 
 def build_quantized_model(float_model, policy, init="mse", configs=None, check_overrides=True):
@@ -115,6 +148,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
             "their widths with BitPolicy overrides keyed by the deployed names.")
     tensor_bits = {}
     applied = {}
+    concatenated = _concatenation_sources(graph)
 
     def transform(node, inputs):
         layer = node.layer
@@ -137,7 +171,8 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
             owns_output = cfg.fused_relu(graph, node.name) is None
             act_bits = policy.activation_bits_for(node.name, takes_output_bits(graph, node.name))
             config = cfg.default_config(layer, policy.weight_bits_for(node.name), act_bits,
-                                        w_init, a_init, owns_output, input_bits=in_bits)
+                                        w_init, a_init, owns_output, input_bits=in_bits,
+                                        tie_to_consumer=node.name in concatenated)
             applied[node.name] = ({"weight_bits"} if config.get_weights_and_quantizers(layer)
                                   else set()) | ({"activation_bits"} if owns_output else set())
         tensor_bits[node.name] = getattr(config, "activation_bits", None) \

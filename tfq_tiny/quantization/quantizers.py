@@ -116,7 +116,9 @@ class ActivationQuantizer(UniformQuantizer):
     """Asymmetric per-tensor quantizer with signed storage and a zero point (TFLite int8 style).
 
     ``tie_to_input``: calibration copies the qparams of the tensor feeding this layer
-    (average pooling keeps its input's grid in TFLite). ``fixed_range``: qparams fixed to
+    (average pooling keeps its input's grid in TFLite). ``tie_to_consumer``: calibration copies
+    the qparams of the Concatenate this tensor feeds (TFLM's CONCATENATION copies integers, so
+    its inputs must already be on its grid). ``fixed_range``: qparams fixed to
     this real range instead of calibrated (softmax outputs [0, 1)). ``window``: for a tied
     average pool, the number of elements averaged (None when it varies, SAME padding).
 
@@ -133,11 +135,12 @@ class ActivationQuantizer(UniformQuantizer):
     """
 
     def __init__(self, num_bits, init="mse", rounding=None, tie_to_input=False,
-                 fixed_range=None, window=None, **kwargs):
+                 fixed_range=None, window=None, tie_to_consumer=False, **kwargs):
         kwargs.pop("symmetric", None)
         kwargs.pop("channel_axes", None)
         super().__init__(num_bits, False, (), init, rounding)
         self.tie_to_input = bool(tie_to_input)
+        self.tie_to_consumer = bool(tie_to_consumer)
         self.fixed_range = None if fixed_range is None else tuple(float(v) for v in fixed_range)
         self.window = None if window is None else int(window)
         if self.window is not None and (self.window < 1 or not self.tie_to_input):
@@ -166,7 +169,7 @@ class ActivationQuantizer(UniformQuantizer):
         config = super().get_config()
         config.pop("symmetric")
         config.pop("channel_axes")
-        config.update(tie_to_input=self.tie_to_input,
+        config.update(tie_to_input=self.tie_to_input, tie_to_consumer=self.tie_to_consumer,
                       fixed_range=None if self.fixed_range is None else list(self.fixed_range),
                       window=self.window)
         return config
