@@ -10,6 +10,7 @@ import numpy as np
 
 from tfq_tiny._compat import QuantizeLayer, keras, tf, tfmot
 from tfq_tiny.errors import CalibrationDataError
+from tfq_tiny.quantization.configs import is_concatenate
 from tfq_tiny.quantization.grid import round_half_away
 from tfq_tiny.quantization.range_init import (ActivationObserver, asymmetric_qparams,
                                               starting_init, weight_qparams)
@@ -207,8 +208,7 @@ def grid_ties(slots):
     its output (``tie_to_input``), which may itself follow a Concatenate."""
     ties = []
     for slot in slots:
-        if slot.kind == "output" and isinstance(getattr(slot.layer, "layer", None),
-                                                keras.layers.Concatenate):
+        if slot.kind == "output" and is_concatenate(slot.layer):
             ties += [(slot, source) for source in input_activation_slots(slot.layer, slots)
                      if source is not None and source.quantizer.tie_to_consumer]
     for slot in slots:
