@@ -362,6 +362,24 @@ def test_a_binary_classifier_is_scored_at_probability_one_half():
     assert 0 < proxy.kl("w8a8") < proxy.kl("w2a2")
 
 
+@pytest.mark.parametrize("magnitude", [0.0, 1e-9])
+def test_constant_logits_still_deploy_a_softmax_tflm_can_run(magnitude):
+    """An untrained model's logits can be (nearly) constant; their grid must still give TFLM's
+    SOFTMAX a usable multiplier (before: scale 1e-12, refused at prepare)."""
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8,))
+    dense = L.Dense(4, name="fc")
+    model = keras.Model(i, L.Softmax(name="sm")(dense(i)))
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * magnitude, bias * 0])
+    x = _data((8,), 64, 3)
+    qmodel = tfq_tiny.quantize_model(model, "w8a8", calibration_data=x)
+    model_bytes = to_tflite(qmodel)
+    assert_agrees_exactly(qmodel, model_bytes, x, {"fc", "sm"})
+    out = Interpreter(model_content=model_bytes).run(quantize_input(model_bytes, x))[0]
+    assert np.abs(dequantize_output(model_bytes, out) - 0.25).max() <= 1 / 256
+
+
 def test_a_sigmoid_below_8_bits_is_refused_at_export():
     wake, _ = _sigmoid_and_tanh_models()
     policy = BitPolicy(8, 8).with_override("wake_sigmoid", activation_bits=4)

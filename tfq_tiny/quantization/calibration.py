@@ -219,12 +219,25 @@ def grid_ties(slots):
     return ties
 
 
+FUNCTION_INPUT_MIN_SCALE = 2.0 ** -25
+"""Smallest input scale given to a softmax/sigmoid/tanh: TFLM's int8 SOFTMAX needs its multiplier
+beta * scale * 2**26 above 1 (LOGISTIC and TANH need scale >= 2**-28). Logits that vary by less
+than 255 such steps (an untrained model's) give equal probabilities either way."""
+
+
 def tie_activation_ranges(qmodel, slots=None):
-    """Copy tied qparams: Concatenate grids to their inputs, average pool inputs to outputs."""
+    """Copy tied qparams (Concatenate grids to their inputs, average pool inputs to outputs) and
+    keep the input scale of every softmax/sigmoid/tanh at least ``FUNCTION_INPUT_MIN_SCALE``."""
     slots = quantizer_slots(qmodel) if slots is None else slots
     for source, target in grid_ties(slots):
         target.variables["scale"].assign(source.variables["scale"])
         target.variables["zero_point"].assign(source.variables["zero_point"])
+    for slot in slots:
+        if slot.kind == "output" and slot.quantizer.fixed_range is not None:
+            source = input_activation_slot(slot.layer, slots)
+            if source is not None and float(source.variables["scale"].numpy()) < FUNCTION_INPUT_MIN_SCALE:
+                source.variables["scale"].assign(
+                    np.full(source.variables["scale"].shape, FUNCTION_INPUT_MIN_SCALE, np.float32))
 
 
 def snap_biases(qmodel, slots=None):

@@ -36,10 +36,16 @@ def symmetric_qparams(absmax, bits):
 
 
 def asymmetric_qparams(lo, hi, bits):
-    """Scale and integer zero point covering [min(lo,0), max(hi,0)] with 2^b levels."""
+    """Scale and integer zero point covering [min(lo,0), max(hi,0)] with 2^b levels.
+
+    A tensor seen only as zeros (a dead layer, an untrained model's logits) gets [0, 1]: it holds
+    zeros exactly on any grid, and a vanishing scale would leave kernels after it (TFLM's
+    SOFTMAX, LOGISTIC, TANH) without a usable multiplier."""
     qmin, qmax = int_range(bits)
     lo = min(float(lo), 0.0)
     hi = max(float(hi), 0.0)
+    if hi == lo:
+        hi = 1.0
     scale = max((hi - lo) / (qmax - qmin), _EPS)
     zero_point = float(np.clip(qmin - round_half_away(lo / scale), qmin, qmax))
     return np.float64(scale), np.float64(zero_point)
