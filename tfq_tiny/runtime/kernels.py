@@ -479,7 +479,7 @@ def logistic_tanh_params(input_scale):
     multiplier = int(math.floor(fraction * (1 << 31) + 0.5))
     if multiplier >= 1 << 31 or not 0 <= shift <= 62:
         raise ValueError(f"input scale {float(input_scale)!r} is outside what TFLM's int8 "
-                         "LOGISTIC/TANH can rescale (2**-27 .. 2**35).")
+                         "LOGISTIC/TANH can rescale (2**-28 .. 2**35).")
     radius = math.floor(((1 << _SQUASH_INPUT_INTEGER_BITS) - 1)
                         * float(1 << (31 - _SQUASH_INPUT_INTEGER_BITS)) / float(1 << shift))
     return multiplier, shift, int(radius)
