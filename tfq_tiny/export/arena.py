@@ -71,7 +71,8 @@ def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
 
-def _op_name(model, op):
+def op_name(model, op):
+    """Builtin name ('CONV_2D') or custom code ('TFQ_CONV_2D') of ``op``."""
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     if builtin == schema_fb.BuiltinOperator.CUSTOM:
@@ -126,7 +127,7 @@ def requests(model_bytes):
             first[index] = last[index] = scope
         for index in [int(i) for i in op.inputs if i >= 0] + outputs:
             last[index] = scope
-        name = _op_name(model, op)
+        name = op_name(model, op)
         nbytes = _scratch_bytes(model, graph, op, name)
         if nbytes:
             scratch.append({"name": f"{name} scratch (operator {scope - 1})", "tensor": None,

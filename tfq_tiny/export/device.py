@@ -19,7 +19,7 @@ import re
 
 from tfq_tiny.errors import TfqError
 from tfq_tiny.export import flatbuffer
-from tfq_tiny.export.arena import plan_arena
+from tfq_tiny.export.arena import op_name, plan_arena
 from tfq_tiny.io import atomic_write
 from tfq_tiny.runtime import custom_ops
 
@@ -41,9 +41,6 @@ _TFQ_CONSTANTS = {
 }
 """TFQ custom code -> its name constant in ``tflm_ext/tflm/tfq_ops.h``."""
 
-_OP_NAMES = {v: k for k, v in vars(flatbuffer.schema_fb.BuiltinOperator).items() if not k.startswith("_")}
-
-
 def operators(model_bytes):
     """The distinct operators of ``model_bytes`` in first-use order: builtin names
     ('CONV_2D') and TFQ custom codes ('TFQ_CONV_2D')."""
@@ -51,12 +48,7 @@ def operators(model_bytes):
     seen = []
     for subgraph in model.subgraphs:
         for op in subgraph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-            name = _OP_NAMES.get(builtin, str(builtin))
-            if name == "CUSTOM":
-                name = (code.customCode or b"").decode() if isinstance(code.customCode, bytes) \
-                    else str(code.customCode or "")
+            name = op_name(model, op)
             if name not in seen:
                 seen.append(name)
     return seen
