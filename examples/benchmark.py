@@ -356,6 +356,16 @@ def _start_worker(threads):
     code_version()
 
 
+def _release_cell_memory():
+    """Drop what Keras and TF keep of a finished in-process cell (models, graphs, traces)."""
+    import gc
+
+    if "tensorflow" in sys.modules:
+        from tfq_tiny._compat import keras
+        keras.backend.clear_session()
+    gc.collect()
+
+
 def tf_threads():
     """TF's intra-op thread setting of this process (0 = its default, every core)."""
     from tfq_tiny._compat import tf
@@ -366,9 +376,11 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
               threads=0):
     """Run the unfinished ``cells``, appending each record to ``<output>/runs.jsonl``.
 
-    With ``workers`` > 1 the cells run in that many fresh (spawned) processes, each on
-    ``threads`` TF threads (0: ``cores // workers``), and are recorded as they finish; with one
-    they run here on ``threads`` (0: TF's default).
+    With ``workers`` > 1 the cells run in that many spawned processes, each on ``threads`` TF
+    threads (0: ``cores // workers``), a fresh process for every cell (TF and Keras keep graphs
+    and models alive across cells: long sweeps in reused processes grew to 15 GB), and are
+    recorded as they finish; with one they run here on ``threads`` (0: TF's default), the Keras
+    session cleared after each.
 
     After every cell ``table.md`` is rewritten atomically from all runs in the file (so it
     also shows cells that another sweep into the same ``output`` finished meanwhile) and
@@ -411,7 +423,8 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
     if workers > 1 and len(todo) > 1:
         threads = threads or max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker, initargs=(threads,)) as pool:
+                                 initializer=_start_worker, initargs=(threads,),
+                                 max_tasks_per_child=1) as pool:
             futures = [pool.submit(runner, cell) for cell in todo]
             for index, future in enumerate(as_completed(futures), 1):
                 record(future.result(), index)
@@ -419,6 +432,7 @@ def run_sweep(cells, output, command, runner=run_cell, workers=1, on_record=None
         limit_threads(threads)
         for index, cell in enumerate(todo, 1):
             record(runner(cell), index)
+            _release_cell_memory()
     if table and not todo and done:
         write_table()
     return done
