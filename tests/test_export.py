@@ -890,3 +890,17 @@ def test_packed_int8_constants_are_refused_by_builtins(exports):
     model.buffers[kernel.buffer].data = packing.pack(values, 4)
     with pytest.raises(ModelFileError, match="packed sub-byte values.*TFQ_"):
         Interpreter(model_content=flatbuffer.write_model(model))
+
+
+def test_fixed_grid_ranges_give_the_grids_tflm_writes():
+    """The simulation's real output ranges of softmax/sigmoid/tanh (configs) and the converter's
+    (scale, zero point) of TFLM's SOFTMAX/LOGISTIC/TANH describe the same grids at 8 bits."""
+    from tfq_tiny.export.converter import FIXED_GRIDS
+    from tfq_tiny.quantization.configs import FIXED_GRID_RANGES
+    from tfq_tiny.quantization.range_init import asymmetric_qparams
+
+    assert set(FIXED_GRIDS) == set(FIXED_GRID_RANGES)
+    for function, (_, scale, zero_point) in FIXED_GRIDS.items():
+        got_scale, got_zero_point = asymmetric_qparams(*FIXED_GRID_RANGES[function], 8)
+        assert np.float32(got_scale) == np.float32(scale), function
+        assert int(got_zero_point) == zero_point, function
