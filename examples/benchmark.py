@@ -253,6 +253,14 @@ def load_runs(path):
     return runs
 
 
+def recipe_value(record, field, unrecorded=None):
+    """``record[field]``, or for a run recorded before the field existed what it ran
+    (``BEFORE_FIELD_EXISTED``), else ``unrecorded``."""
+    if field in record:
+        return record[field]
+    return BEFORE_FIELD_EXISTED.get(field, unrecorded)
+
+
 def markdown_table(runs, command):
     """Table-2 layout: one row per (model, optimiser, granularity), one column per bit policy.
 
@@ -268,9 +276,7 @@ def markdown_table(runs, command):
             return "-"
         if field == "refinement_passes" and record.get("activation_init") != "loss_aware":
             return "-"
-        if field in record:
-            return str(record[field])
-        return str(BEFORE_FIELD_EXISTED[field]) if field in BEFORE_FIELD_EXISTED else "unrecorded"
+        return str(recipe_value(record, field, "unrecorded"))
 
     varying = [f for f in RECIPE_FIELDS if len({value(r, f) for r in runs}) > 1]
     cells = {}

@@ -14,11 +14,14 @@ defines the grids (``ABLATIONS``), and draws whatever runs a file holds for them
   BitPolicy, float32 model = 1x), one marker per bit width.
 
 Bars and markers are means over seeds; error bars are the standard deviation over seeds when a
-point has more than one. ``python examples/figures.py --runs=results/ablations/runs.jsonl``
-redraws the PNGs (and ``summary.md``, the numbers behind them) without running anything.
+point has more than one. ``python examples/figures.py`` redraws the PNGs (and ``summary.md``,
+the numbers behind them) without running anything, each from its own sweep (``Ablation.runs``:
+figures 4-7 from ``results/ablations``, figure 8 from the Table 2 sweep in ``results/table2``);
+``--runs`` draws them all from the files it names.
 """
 import io
 import os
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +40,7 @@ class Ablation:
     variants: tuple
     fixed: dict = field(default_factory=dict)
     needs_blocks: bool = False   # only meaningful for models with multi-layer blocks
+    runs: str = "results/ablations/runs.jsonl"   # where ``examples/figures.py`` draws it from
 
     def settings(self):
         """``(bits, label, settings)`` of every cell, settings = fixed + the variant's."""
@@ -45,15 +49,22 @@ class Ablation:
                 yield bits, label, {**self.fixed, **variant}
 
     def label_of(self, record):
-        """The variant ``record`` belongs to, or None if it is not a cell of this ablation."""
+        """The variant ``record`` belongs to, or None if it is not a cell of this ablation.
+
+        Recipe extras the ablation does not set must have their plain values
+        (``PLAIN_RECIPE``), so a sweep file that also holds e.g. edges-at-8 or loss-aware runs
+        of the same cells (``results/table2``) never mixes them into a point."""
         if record["bits"] not in self.bits:
             return None
         for label, variant in self.variants:
-            if all(record.get(k) == v for k, v in {**self.fixed, **variant}.items()):
+            wanted = {**PLAIN_RECIPE, **self.fixed, **variant}
+            if all(benchmark.recipe_value(record, k) == v for k, v in wanted.items()):
                 return label
         return None
 
 
+PLAIN_RECIPE = {k: benchmark.KEY_EXTRAS[k] for k in ("drop_prob", "learn_activation_ranges",
+                                                    "edge_bits", "activation_init")}
 BEST = dict(optimize="round", granularity="layer", bias_tuning=True, preprocess="cle", init="mse")
 LOW_BITS = ("w4a4", "w3a3", "w2a2")
 ALL_BITS = ("w8a8", "w4a8", "w4a4", "w3a3", "w2a2")
@@ -89,9 +100,11 @@ ABLATIONS = {a.name: a for a in [
               ("AdaRound", dict(optimize="round", bias_tuning=False)),
               ("AdaRound + bias tuning", dict(optimize="round", bias_tuning=True))),
              dict(granularity="layer", preprocess="cle", init="mse")),
+    # Drawn from the Table 2 sweep: its best-pipeline cells cover all four models at every
+    # width with 2000 iterations per unit and five seeds at W4A4/W3A3.
     Ablation("fig8_drop_vs_savings", "Accuracy drop vs BOPs and peak-memory saving "
              "(best pipeline: MSE + CLE, AdaRound layer-wise, bias tuning)",
-             ALL_BITS, (("best", {}),), BEST),
+             ALL_BITS, (("best", {}),), BEST, runs="results/table2/runs.jsonl"),
 ]}
 
 
@@ -174,10 +187,12 @@ def _context(records):
         tests = sorted({r.get("test_samples_used", 0) for r in rs})
         presets = sorted({r.get("preset", "?") for r in rs})
         calib = sorted({r.get("calibration_samples", 0) for r in rs})
-        parts.append(f"{model}: preset {'/'.join(presets)}, seeds {seeds}, "
+        iterations = sorted({str(r["iterations"]) for r in rs if r.get("iterations")})
+        budget = f" ({'/'.join(iterations)} it/unit)" if iterations else ""
+        parts.append(f"{model}: preset {'/'.join(presets)}{budget}, seeds {seeds}, "
                      f"{'/'.join(map(str, calib))} calib, "
                      f"{'/'.join(map(str, tests))} test samples")
-    return "; ".join(parts)
+    return "\n".join(textwrap.wrap("; ".join(parts), 160))
 
 
 def plot_ablation(ablation, records, path, preset=None):
@@ -230,7 +245,7 @@ def plot_ablation(ablation, records, path, preset=None):
                bbox_to_anchor=(0.5, -0.08), frameon=False)
     fig.suptitle(ablation.title, fontsize=10)
     flat = [r for g in groups.values() for rs in g.values() for r in rs]
-    fig.text(0.5, -0.13, _context(flat) + "; error bars: std over seeds", ha="center",
+    fig.text(0.5, -0.11, _context(flat) + "; error bars: std over seeds", ha="center", va="top",
              fontsize=7)
     return _save(fig, path)
 
@@ -275,10 +290,15 @@ def plot_drop_vs_savings(records, path, preset=None):
                 ax.errorbar(p[index], p[4], yerr=p[5] if p[6] > 1 else None, capsize=3,
                             marker=_MARKERS.get(p[1], "x"), ms=8, color=colors[model], ls="none")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("symlog", linthresh=1.0)   # W4A4's tenths and W2A2's tens both readable
+        top = max(p[4] + p[5] for p in points)
+        ticks = [t for t in (-1, 0, 0.5, 1, 2, 5, 10, 20, 50, 100) if t <= max(top, 1)]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_ylim(min(-0.5, min(p[4] for p in points) * 1.5), max(top, 1) * 1.6)
         ax.set_xlabel(xlabel)
         ax.axhline(0, color="k", lw=0.6)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("accuracy drop vs float (points)")
+    axes[0].set_ylabel("accuracy drop vs float (points, symlog)")
     handles = [plt.Line2D([], [], color="gray", marker=_MARKERS.get(b, "x"), ls="none",
                           label=b.upper())
                for b in ABLATIONS["fig8_drop_vs_savings"].bits if any(p[1] == b for p in points)]
@@ -287,29 +307,41 @@ def plot_drop_vs_savings(records, path, preset=None):
                bbox_to_anchor=(0.5, -0.13), frameon=False)
     fig.suptitle(ABLATIONS["fig8_drop_vs_savings"].title, fontsize=10)
     used = [r for r in records if ABLATIONS["fig8_drop_vs_savings"].label_of(r)]
-    fig.text(0.5, -0.17, _context(used) + "; error bars: std over seeds", ha="center",
+    fig.text(0.5, -0.15, _context(used) + "; error bars: std over seeds", ha="center", va="top",
              fontsize=7)
     return _save(fig, path)
 
 
+def _records_of(records, name):
+    """The records figure ``name`` is drawn from: ``records`` itself, or its entry when
+    ``records`` maps figure names to lists (each figure from its own sweep)."""
+    return records.get(name, []) if isinstance(records, dict) else records
+
+
 def summary_markdown(records, names=None, preset=None):
-    """The numbers behind the figures: mean +- std (n seeds) per model, variant and bit width."""
+    """The numbers behind the figures: mean +- std (n seeds) per model, variant and bit width.
+    ``records``: one list for every figure, or ``{figure name: list}``."""
     lines = ["# Ablation summary", "",
              "Generated by `examples/figures.py` from the runs; accuracy in %, mean +- std over "
              "seeds (n).", ""]
+    every = records
     for name in names or ABLATIONS:
         ablation = ABLATIONS[name]
+        records = _records_of(every, name)
         groups = _group(records, ablation, preset)
         if not groups:
             continue
         lines += [f"## {name}: {ablation.title}", ""]
+        if isinstance(every, dict):
+            lines += [f"Runs: `{ablation.runs}`.", ""]
         if name == "fig8_drop_vs_savings":
             lines += ["| model | bits | BOPs saving | peak-RAM saving | accuracy | drop |",
                       "|---|---|---|---|---|---|"]
             for model, b, bops, memory, mean, std, n in savings_points(records, preset=preset):
                 acc = _fmt([r["accuracy"] for r in groups[model][(b, "best")]])
+                drop = f"{mean:.2f}" if n == 1 else f"{mean:.2f} +- {std:.2f}"
                 lines.append(f"| {model} | {b.upper()} | {bops:.1f}x | {memory:.1f}x | {acc} | "
-                             f"{mean:.2f} +- {std:.2f} |")
+                             f"{drop} |")
             lines.append("")
             continue
         labels = [label for label, _ in ablation.variants]
@@ -334,14 +366,16 @@ def _fmt(values):
 
 
 def write_figures(records, figure_dir, names=None, summary_path=None, preset=None):
-    """Write the PNG of every ablation in ``names`` (default all) that has runs; returns paths."""
+    """Write the PNG of every ablation in ``names`` (default all) that has runs; returns paths.
+    ``records``: one list for every figure, or ``{figure name: list}``."""
     written = []
     for name in names or ABLATIONS:
         path = os.path.join(figure_dir, f"{name}.png")
+        mine = _records_of(records, name)
         if name == "fig8_drop_vs_savings":
-            out = plot_drop_vs_savings(records, path, preset)
+            out = plot_drop_vs_savings(mine, path, preset)
         else:
-            out = plot_ablation(ABLATIONS[name], records, path, preset)
+            out = plot_ablation(ABLATIONS[name], mine, path, preset)
         if out:
             written.append(out)
     if summary_path:
@@ -364,16 +398,23 @@ def main(argv):
     from absl import flags
 
     f = flags.FLAGS
-    records = load_records(f.runs)
-    paths = write_figures(records, f.figure_dir, resolve(f.figures) if f.figures else None,
-                          f.summary or None, f.preset or None)
-    print("\n".join(paths) if paths else "no runs of any ablation in " + ", ".join(f.runs))
+    names = resolve(f.figures) if f.figures else list(ABLATIONS)
+    if f.runs:
+        records, sources = load_records(f.runs), f.runs
+    else:
+        sources = sorted({ABLATIONS[n].runs for n in names})
+        loaded = {path: load_records(path) for path in sources}
+        records = {n: loaded[ABLATIONS[n].runs] for n in names}
+    paths = write_figures(records, f.figure_dir, names, f.summary or None, f.preset or None)
+    print("\n".join(paths) if paths else "no runs of any ablation in " + ", ".join(sources))
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_list("runs", ["results/ablations/runs.jsonl"], "runs.jsonl files to draw from.")
+    flags.DEFINE_list("runs", [], "runs.jsonl files to draw every figure from (default: each "
+                      "figure's own sweep, Ablation.runs: figures 4-7 the ablation runs, figure 8 "
+                      "the Table 2 sweep).")
     flags.DEFINE_list("figures", [], "Figures to draw (fig4..fig8 or full names); default all.")
     flags.DEFINE_string("figure_dir", "results/figures", "Where the PNGs go.")
     flags.DEFINE_string("summary", "results/ablations/summary.md",

@@ -179,3 +179,37 @@ def test_table_keeps_calibration_sizes_and_guard_apart():
     old = {k: v for k, v in fake_runner({**cell, "seed": 2}).items() if k != "bias_tuning_guard"}
     table = benchmark.markdown_table([runs[0], old, guarded], "cmd")
     assert "bias_tuning_guard" in table and table.count("| cnn1d |") == 2 and "n=2" in table
+
+
+def test_figure_points_leave_out_runs_of_other_recipes():
+    """A sweep file that also holds edges-at-8 and loss-aware runs of the best-pipeline cells
+    (results/table2) draws figure 8 from the plain runs alone; a record from before
+    ``edge_bits`` existed counts as plain."""
+    plain = fake_runner(benchmark.make_cell("cnn1d", "w4a4", seed=0))
+    older = {k: v for k, v in fake_runner(benchmark.make_cell("cnn1d", "w4a4", seed=1)).items()
+             if k not in ("edge_bits", "activation_init")}
+    edges = {**fake_runner(benchmark.make_cell("cnn1d", "w4a4", seed=0, edge_bits=8)),
+             "accuracy": 10.0}
+    aware = {**fake_runner(benchmark.make_cell("cnn1d", "w4a4", seed=0,
+                                               activation_init="loss_aware")), "accuracy": 10.0}
+    fig8 = figures.ABLATIONS["fig8_drop_vs_savings"]
+    assert [fig8.label_of(r) for r in (plain, older, edges, aware)] == ["best", "best", None, None]
+    (point,) = figures.savings_points([plain, edges, aware, older])
+    assert point[:2] == ("cnn1d", "w4a4") and point[-1] == 2
+    assert point[4] == pytest.approx(92.0 - (plain["accuracy"] + older["accuracy"]) / 2)
+
+
+def test_each_figure_drawn_from_its_own_runs(tmp_path):
+    """``{figure: records}`` draws each figure (and its summary section) from its own list."""
+    cells, _ = ablations.ablation_cells(["fig7_bias_tuning"], ["cnn1d"], [0])
+    best = fake_runner(benchmark.make_cell("ds_cnn", "w4a4", seed=0))
+    records = {"fig7_bias_tuning": [fake_runner(c) for c in cells],
+               "fig8_drop_vs_savings": [best]}
+    paths = figures.write_figures(records, tmp_path, ["fig7_bias_tuning", "fig8_drop_vs_savings"],
+                                  summary_path=tmp_path / "s.md")
+    assert sorted(pathlib.Path(p).name for p in paths) == ["fig7_bias_tuning.png",
+                                                           "fig8_drop_vs_savings.png"]
+    summary = (tmp_path / "s.md").read_text()
+    fig8 = summary[summary.index("## fig8"):]
+    assert "| ds_cnn | W4A4 |" in fig8 and "cnn1d" not in fig8
+    assert f"Runs: `{figures.ABLATIONS['fig8_drop_vs_savings'].runs}`" in fig8
