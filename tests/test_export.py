@@ -786,11 +786,9 @@ def test_unexportable_models_raise_export_errors(exports):
             to_tflite(qmodel, **kwargs)
     keras.utils.set_random_seed(0)
     i = keras.Input((16, 2))
-    causal = keras.Model(i, L.Dense(2)(L.Flatten()(L.Conv1D(3, 3, padding="causal")(i))))
-    with pytest.raises(ExportError, match="PAD"):
-        to_tflite(tfq_tiny.quantize_model(causal, "w8a8", calibration_data=_data((16, 2), 32, 0)))
+    float_model = keras.Model(i, L.Dense(2)(L.Flatten()(L.Conv1D(3, 3, padding="causal")(i))))
     with pytest.raises(ExportError, match="no quantizers"):
-        to_tflite(causal)
+        to_tflite(float_model)
 
 
 def _with_custom_options(model_bytes, code, options_bytes):
@@ -816,7 +814,7 @@ def _vector(values):
     (None, "custom options are missing"),
     (b"\x01\x02", "flexbuffer"),
     (bytes(flexbuffers.Dumps("SAME")), "must be a flexbuffer vector of integers"),
-    (_vector(C1_FIELDS[:5] + [3]), "'padding' must be"),
+    (_vector(C1_FIELDS[:5] + [4]), "'padding' must be"),
     (bytes(flexbuffers.Dumps([4, "4"])), "'weight_bits' must be an integer"),
     (_vector([4, 3]), "weight_bits"),
     (_vector(C1_FIELDS + [5, 1, 1, 12, 12, 3]), "element 14 must be a rank from 0 to 4"),
@@ -839,6 +837,22 @@ def test_bad_custom_options_fail_at_load(exports, options, match):
     _, model_bytes, _ = exports("image", "w4a4")
     with pytest.raises(ModelFileError, match=r"operator #\d+ \(CUSTOM 'TFQ_CONV_2D'\).*" + match):
         Interpreter(model_content=_with_custom_options(model_bytes, "TFQ_CONV_2D", options))
+
+
+def test_explicit_padding_that_does_not_fit_fails_at_load(exports):
+    """A SAME 3x3 convolution relabelled EXPLICIT with no zeros before would need two after:
+    refused at load, naming the operator, on both kernel sets."""
+    _, model_bytes, _ = exports("image", "w4a4")
+    model = flatbuffer.read_model(model_bytes)
+    op = next(op for op in model.subgraphs[0].operators
+              if model.operatorCodes[op.opcodeIndex].customCode == b"TFQ_CONV_2D")
+    options = custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+    assert options["padding"] == "SAME"
+    bad = custom_ops.encode_options({**options, "padding": "EXPLICIT", "pad_h": 0, "pad_w": 0})
+    for kernels in ("numpy", "native"):
+        with pytest.raises(ModelFileError, match=r"TFQ_CONV_2D.*explicit padding"):
+            Interpreter(model_content=_with_custom_options(model_bytes, "TFQ_CONV_2D", bad),
+                        kernels=kernels)
 
 
 def test_custom_options_are_an_int_vector_and_layout_2_maps_still_run(exports):
@@ -904,3 +918,68 @@ def test_fixed_grid_ranges_give_the_grids_tflm_writes():
         got_scale, got_zero_point = asymmetric_qparams(*FIXED_GRID_RANGES[function], 8)
         assert np.float32(got_scale) == np.float32(scale), function
         assert int(got_zero_point) == zero_point, function
+
+
+def _tcn(seed=0):
+    """A small temporal convolutional network: causal Conv1D layers with dilations 1/2/4,
+    kernels 3 and 2, a residual Add and a strided causal layer."""
+    x = inp = L.Input((50, 6))
+    x = L.Conv1D(12, 3, padding="causal", activation="relu", name="c1")(x)
+    y = L.Conv1D(12, 3, padding="causal", dilation_rate=2, activation="relu", name="c2")(x)
+    y = L.Conv1D(12, 2, padding="causal", dilation_rate=4, name="c3")(y)
+    x = L.ReLU(name="r")(L.Add(name="add")([x, y]))
+    x = L.Conv1D(16, 3, strides=2, padding="causal", activation="relu", name="c4")(x)
+    x = L.Conv1D(16, 3, padding="same", activation="relu", name="c5")(x)
+    x = L.Dense(5, name="logits")(L.GlobalAveragePooling1D(name="gap")(x))
+    model = keras.Model(inp, x)
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([w + 0.05 * rng.randn(*w.shape) for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_causal_conv1d_deploys_with_explicit_padding(policy):
+    """TFLite has no causal padding (TF lowers it to PAD + SPACE_TO_BATCH around the conv): a
+    causal Conv1D exports as TFQ_CONV_2D with EXPLICIT padding, (k - 1) * dilation zeros before
+    the time axis and none after, at every width; the SAME conv stays a builtin at W8A8. Every
+    layer equals the simulation, and the NumPy and C++ kernels agree on every output."""
+    model = _tcn()
+    rng = np.random.RandomState(1)
+    calib, x = rng.randn(128, 50, 6).astype(np.float32), rng.randn(24, 50, 6).astype(np.float32)
+    qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
+    model_bytes = to_tflite(qmodel)
+    fb_model = flatbuffer.read_model(model_bytes)
+    graph = fb_model.subgraphs[0]
+    ops = {}
+    for op in graph.operators:
+        code = fb_model.operatorCodes[op.opcodeIndex]
+        options = (custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
+                   if code.customCode else None)
+        ops[graph.tensors[op.outputs[0]].name.decode().split("/")[0]] = (code.customCode, options)
+    for name, taps in (("c1", 2), ("c2", 4), ("c3", 4), ("c4", 2)):
+        custom, options = ops[name]
+        assert custom == b"TFQ_CONV_2D", name
+        assert options["padding"] == "EXPLICIT" and options["pad_w"] == taps, (name, options)
+        assert options.get("pad_h", 0) == 0
+    assert (ops["c5"][0] is None) == (policy == "w8a8")
+    report = layer_agreement(qmodel, model_bytes, x)
+    assert all(r["exact"] == 1.0 for r in report.values()), report
+    xs = quantize_input(model_bytes, x)
+    outputs = [Interpreter(model_content=model_bytes, kernels=k).run(xs)[0] for k in ("numpy", "native")]
+    assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_explicit_padding_is_checked_like_the_glue():
+    """The shim's rule for EXPLICIT padding is the core's CheckSpatial: pad before below the
+    effective filter size and at most as many after (or SAME's pad / pad + 1)."""
+    from tfq_tiny.runtime import kernels
+
+    fits = kernels.explicit_padding_fits
+    assert fits(50, 3, 1, 2, 4, 50)          # causal: 4 before, none after
+    assert fits(50, 3, 2, 1, 2, 25)          # strided causal
+    assert fits(50, 3, 1, 1, 1, 50)          # SAME
+    assert not fits(50, 3, 1, 1, 0, 50)      # 0 before would need 2 after
+    assert not fits(50, 3, 1, 1, 5, 53)      # more than the filter reaches
+    assert not fits(50, 3, 1, 1, -1, 47)

@@ -98,6 +98,7 @@ def _shim_fields(buffer):
             continue
         dims = list(raw.get(key, ()))
         values += [len(dims)] + dims + [0] * (4 - len(dims))
+    values += [get(key) for key in custom_ops.TRAILING_FIELDS]
     return "ok " + " ".join(str(v) for v in values), ""
 
 
@@ -107,7 +108,7 @@ def _random_options(rng):
     options = {"act_min": int(rng.integers(-9, 9)), "act_max": int(rng.integers(-9, 9))}
     for key in custom_ops.OPTION_FIELDS[5:]:
         if rng.random() < 0.7:
-            options[key] = (str(rng.choice(["SAME", "VALID"])) if key == "padding" else
+            options[key] = (str(rng.choice(list(custom_ops.PADDING_CODES))) if key == "padding" else
                             int(rng.choice([rng.integers(-9, 9), rng.integers(-2**40, 2**40)], p=[0.9, 0.1])))
     for key in custom_ops.OPTION_FIELDS[:3]:
         if rng.random() < 0.7:
@@ -117,6 +118,9 @@ def _random_options(rng):
             options[key] = custom_ops.INNERMOST_BYTES
         elif rng.random() < 0.6:
             options[key] = [int(d) for d in rng.integers(1, 40, rng.integers(1, 5))]
+    for key in custom_ops.TRAILING_FIELDS:
+        if rng.random() < 0.3:
+            options[key] = int(rng.integers(0, 9))
     return options
 
 

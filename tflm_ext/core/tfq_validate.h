@@ -3,6 +3,7 @@
 #ifndef TFQ_TINY_TFLM_EXT_CORE_TFQ_VALIDATE_H_
 #define TFQ_TINY_TFLM_EXT_CORE_TFQ_VALIDATE_H_
 
+#include <algorithm>
 #include <cstdint>
 
 #include "tfq_kernels.h"
@@ -108,18 +109,28 @@ inline Status CheckWindowParams(int32_t stride, int32_t dilation, int32_t pad) {
   return kOk;
 }
 
-// One spatial dimension: is `out` a size TFLM's padding computation can give
-// for (in, k, stride, dilation, pad-before)? See tfq_kernels.h.
+// One spatial dimension: is `out` a size that `pad` zeros before the input and
+// some number after give for (in, k, stride, dilation)? TFLM's SAME/VALID
+// padding puts `pad` or `pad + 1` after; explicit padding (a causal
+// convolution: (k - 1) * dilation before, none after) puts fewer than eff_k
+// before and at most as many after. See tfq_kernels.h.
 inline Status CheckSpatial(int32_t in, int32_t k, int32_t stride,
                            int32_t dilation, int32_t pad, int32_t out) {
   TFQ_RETURN_IF_ERROR(CheckWindowParams(stride, dilation, pad));
   const int64_t eff_k = (static_cast<int64_t>(k) - 1) * dilation + 1;
+  const int64_t unpadded = static_cast<int64_t>(in) + pad - eff_k;
   for (int64_t extra = 0; extra <= 1; ++extra) {
-    const int64_t padded = static_cast<int64_t>(in) + 2 * pad + extra;
-    if (padded < eff_k) continue;
-    if ((padded - eff_k) / stride + 1 == out) return kOk;
+    const int64_t padded = unpadded + pad + extra;
+    if (padded >= 0 && padded / stride + 1 == out) return kOk;
   }
-  return kErrBadOutputShape;
+  if (out < 1 || pad >= eff_k) return kErrBadOutputShape;
+  // after in [0, pad] with (unpadded + after) / stride + 1 == out
+  const int64_t lo = std::max<int64_t>(
+      std::max<int64_t>(0, -unpadded),
+      (static_cast<int64_t>(out) - 1) * stride - unpadded);
+  const int64_t hi = std::min<int64_t>(
+      pad, static_cast<int64_t>(out) * stride - 1 - unpadded);
+  return lo <= hi ? kOk : kErrBadOutputShape;
 }
 
 // Both spatial dimensions of a convolution window (ConvParams, DepthwiseParams):

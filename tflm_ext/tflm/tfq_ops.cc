@@ -30,6 +30,7 @@
 #include "tensorflow/lite/micro/micro_log.h"
 
 #include "../core/tfq_kernels.h"
+#include "../core/tfq_validate.h"
 #include "tfq_options.h"
 
 namespace tfq_tflm {
@@ -358,11 +359,25 @@ TfLiteStatus PrepareConv(TfLiteContext* context, TfLiteNode* node) {
   TF_LITE_ENSURE_OK(context, PrepareWeighted(op, context, data, input, filter, bias,
                                              output, channels, &input_zp, &output_zp));
   int32_t pad_h = 0, pad_w = 0, out_h = 0, out_w = 0;
+  if (opt.padding == kPaddingExplicit) {
+    pad_h = opt.pad_h;
+    pad_w = opt.pad_w;
+    out_h = data->out.d[1];
+    out_w = data->out.d[2];
+    TFQ_ENSURE(op,
+               tfq::internal::CheckSpatial(data->in.d[1], filter->dims->data[1], opt.stride_h,
+                                           opt.dilation_h, pad_h, out_h) == tfq::kOk &&
+                   tfq::internal::CheckSpatial(data->in.d[2], filter->dims->data[2],
+                                               opt.stride_w, opt.dilation_w, pad_w,
+                                               out_w) == tfq::kOk,
+               "explicit padding does not fit input, filter and output sizes");
+  }
   TFQ_ENSURE(op,
-             SpatialPadding(opt.padding, data->in.d[1], filter->dims->data[1],
-                            opt.stride_h, opt.dilation_h, &pad_h, &out_h) &&
-                 SpatialPadding(opt.padding, data->in.d[2], filter->dims->data[2],
-                                opt.stride_w, opt.dilation_w, &pad_w, &out_w),
+             opt.padding == kPaddingExplicit ||
+                 (SpatialPadding(opt.padding, data->in.d[1], filter->dims->data[1],
+                                 opt.stride_h, opt.dilation_h, &pad_h, &out_h) &&
+                  SpatialPadding(opt.padding, data->in.d[2], filter->dims->data[2],
+                                 opt.stride_w, opt.dilation_w, &pad_w, &out_w)),
              "bad padding/stride/dilation options");
   TFQ_ENSURE(op, out_h == data->out.d[1] && out_w == data->out.d[2],
              "output height/width do not match padding and strides");

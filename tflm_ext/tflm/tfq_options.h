@@ -17,7 +17,14 @@
 
 namespace tfq_tflm {
 
-enum Padding : int32_t { kPaddingMissing = 0, kPaddingSame = 1, kPaddingValid = 2 };
+// kPaddingExplicit (convolutions): pad_h / pad_w zeros before the first
+// row / column, and after the last as many as the output shape implies.
+enum Padding : int32_t {
+  kPaddingMissing = 0,
+  kPaddingSame = 1,
+  kPaddingValid = 2,
+  kPaddingExplicit = 3
+};
 
 // A shape slot of -1 (layout 4): the tensor is declared at its logical dims
 // except the innermost one, which counts the bytes of its packed values.
@@ -36,6 +43,7 @@ struct Options {
   int32_t filter_h = 0, filter_w = 0;  // pools
   int32_t depth_multiplier = 1;
   int32_t padding = kPaddingMissing;
+  int32_t pad_h = 0, pad_w = 0;  // kPaddingExplicit: zeros before
   int32_t input_bits = 8, input2_bits = 8, weight_bits = 8, output_bits = 8;
   bool has_act_min = false, has_act_max = false;
   int32_t act_min = 0, act_max = 0;
@@ -99,8 +107,8 @@ inline void ReadShape(const flexbuffers::Map& map, const char* key, Dims* out, O
 
 // Layouts 3 and 4: integers in the README's field order, then input_shape,
 // input2_shape and output_shape, each as rank (0: not given) + dims or as
-// kInnermostBytes alone; fields past the end of the vector keep their
-// defaults.
+// kInnermostBytes alone, then pad_h and pad_w; fields past the end of the
+// vector keep their defaults.
 template <typename Vector>
 void ParseFields(const Vector& vector, Options* opt) {
   int32_t* const fields[] = {
@@ -123,7 +131,7 @@ void ParseFields(const Vector& vector, Options* opt) {
   opt->has_act_max = size > 4;
   if (size < field_count) opt->input2_bits = opt->input_bits;
   if (size > 5 && (vector[5].AsInt64() < kPaddingMissing ||
-                   vector[5].AsInt64() > kPaddingValid)) {
+                   vector[5].AsInt64() > kPaddingExplicit)) {
     opt->bad_options = true;
     return;
   }
@@ -150,6 +158,15 @@ void ParseFields(const Vector& vector, Options* opt) {
       return;
     }
     at += 1 + dims;
+  }
+  for (int32_t* pad : {&opt->pad_h, &opt->pad_w}) {
+    if (at >= size) return;
+    const flexbuffers::Reference ref = vector[at++];
+    if (!ref.IsIntOrUint()) {
+      opt->bad_options = true;
+      return;
+    }
+    *pad = ref.AsInt32();
   }
 }
 
@@ -184,6 +201,8 @@ inline void ParseOptions(const char* buffer, size_t length, Options* opt) {
   ReadInt(map, "filter_h", &opt->filter_h, nullptr, opt);
   ReadInt(map, "filter_w", &opt->filter_w, nullptr, opt);
   ReadInt(map, "depth_multiplier", &opt->depth_multiplier, nullptr, opt);
+  ReadInt(map, "pad_h", &opt->pad_h, nullptr, opt);
+  ReadInt(map, "pad_w", &opt->pad_w, nullptr, opt);
   ReadInt(map, "input_bits", &opt->input_bits, nullptr, opt);
   opt->input2_bits = opt->input_bits;  // ADD: input2_bits defaults to input_bits
   ReadInt(map, "input2_bits", &opt->input2_bits, nullptr, opt);
@@ -202,6 +221,8 @@ inline void ParseOptions(const char* buffer, size_t length, Options* opt) {
       opt->padding = kPaddingSame;
     } else if (std::strcmp(padding.AsString().c_str(), "VALID") == 0) {
       opt->padding = kPaddingValid;
+    } else if (std::strcmp(padding.AsString().c_str(), "EXPLICIT") == 0) {
+      opt->padding = kPaddingExplicit;
     } else {
       opt->bad_options = true;
     }

@@ -277,7 +277,10 @@ def float_twin(qmodel):
         if not isinstance(layer, QuantizeWrapper):
             return clone_call(node, inputs)
         inner = layer.layer
-        twin = clone_layer(inner)
+        # TF lowers a causal Conv1D to PAD + a dilated VALID convolution; as SAME it keeps one
+        # CONV_2D with the same weights and output shape, which the writer then gives the
+        # causal (explicit, left-only) padding.
+        twin = clone_layer(inner, **({"padding": "same"} if is_causal(inner) else {}))
         out = call_layer(twin, inputs)
         weight_slots = [s for s in layer_slots(layer) if s.kind == "weight"]
         quantized_attr = getattr(layer.quantize_config, "weight_attr", None)
@@ -404,6 +407,21 @@ def _pair(values, is_1d):
     return tuple(sorted(values)) if is_1d else tuple(values)
 
 
+def is_causal(layer):
+    """True for a Conv1D with ``padding='causal'``: ``(kernel - 1) * dilation`` zeros before the
+    sequence, none after, which no TFLite padding expresses; it deploys as TFQ_CONV_2D with
+    explicit padding (``causal_padding``)."""
+    return getattr(layer, "padding", None) == "causal"
+
+
+def causal_padding(layer, input_shape):
+    """Options of the TFQ convolution for a causal Conv1D whose TFLite input is ``input_shape``
+    (TF runs a 1-D convolution over ``[N, 1, T, C]``): the zeros go before the T axis."""
+    pad = (int(layer.kernel_size[0]) - 1) * int(layer.dilation_rate[0])
+    along_h = input_shape[1] != 1 and input_shape[2] == 1
+    return {"padding": "EXPLICIT", "pad_h": pad if along_h else 0, "pad_w": 0 if along_h else pad}
+
+
 def _attributes_match(tfl, tfl_op, name, op, plan):
     """True when TF's options for ``tfl_op`` describe the layer ``op`` (strides, padding, ...)."""
     layer = op.layer
@@ -412,9 +430,10 @@ def _attributes_match(tfl, tfl_op, name, op, plan):
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         strides = tuple(layer.strides) + ((1,) if is_1d else ())
         dilation = tuple(layer.dilation_rate) + ((1,) if is_1d else ())
+        padding = "SAME" if is_causal(layer) else layer.padding.upper()   # as float_twin has it
         same = (_pair((options.strideH, options.strideW), is_1d) == _pair(strides, is_1d)
                 and _pair((options.dilationHFactor, options.dilationWFactor), is_1d) == _pair(dilation, is_1d)
-                and _PADDINGS.get(options.padding) == layer.padding.upper())
+                and _PADDINGS.get(options.padding) == padding)
         if name == "DEPTHWISE_CONV_2D":
             same = same and int(options.depthMultiplier) == int(layer.depth_multiplier)
         return same
@@ -661,7 +680,8 @@ class _Writer:
             self.dense_as_conv(tfl_op, op)
             return
         self.operators.append(tfl_op)
-        builtin = all_8bit and (bits == 8 or (bits == 4 and name != "FULLY_CONNECTED"))
+        builtin = all_8bit and (bits == 8 or (bits == 4 and name != "FULLY_CONNECTED")) \
+            and not is_causal(op.layer)
         if builtin:
             return
         fused = self.plan.fused_activation(op)
@@ -672,6 +692,8 @@ class _Writer:
             options.update(stride_h=int(o.strideH), stride_w=int(o.strideW),
                            dilation_h=int(o.dilationHFactor), dilation_w=int(o.dilationWFactor),
                            padding=_PADDINGS[o.padding])
+            if is_causal(op.layer):
+                options.update(causal_padding(op.layer, self.tfl.shape(x)))
             if name == "DEPTHWISE_CONV_2D":
                 options["depth_multiplier"] = int(o.depthMultiplier)
         self.make_custom(tfl_op, name, **options)

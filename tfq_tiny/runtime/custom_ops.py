@@ -45,15 +45,22 @@ order (``padding`` as ``PADDING_CODES``), then ``input_shape``, ``input2_shape``
 ``output_shape``, each as its rank (0: not given) followed by its dims, or as ``INNERMOST_BYTES``
 alone (layout 4). A vector may end early; the fields it lacks take their defaults. Layout 2 wrote
 a flexbuffer map with these names as keys; both are read."""
-PADDING_CODES = {"SAME": 1, "VALID": 2}
-INT_KEYS = tuple(key for key in OPTION_FIELDS if key != "padding")
+PADDING_CODES = {"SAME": 1, "VALID": 2, "EXPLICIT": 3}
+"""``EXPLICIT`` (convolutions only): ``pad_h``/``pad_w`` zeros before the first row/column, and
+after the last as many as the output shape implies (a causal Conv1D: ``(k - 1) * dilation``
+before, none after)."""
 SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
+TRAILING_FIELDS = ("pad_h", "pad_w")
+"""Integers after the three shape slots (which are then all written, rank 0 where absent); a
+vector that ends before them leaves them 0."""
+INT_KEYS = tuple(key for key in OPTION_FIELDS if key != "padding") + TRAILING_FIELDS
 INNERMOST_BYTES = -1
 """A shape slot holding -1 instead of a rank (layout 4): the tensor is INT8 (or UINT8) declared at its
 logical shape except the innermost dimension, which counts the bytes its packed values occupy
 (``[1, 24, 24, 8]`` holds 4-bit ``[1, 24, 24, 16]``). Older readers reject the -1 cleanly."""
 _DEFAULTS = {"input_bits": 8, "weight_bits": 8, "output_bits": 8, "stride_h": 1, "stride_w": 1,
-             "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1, "filter_h": 0, "filter_w": 0}
+             "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1, "filter_h": 0, "filter_w": 0,
+             "pad_h": 0, "pad_w": 0}
 MAX_RANK = 4  # tflm_ext/core: tfq::kMaxRank
 MAX_ELEMENTS = 1 << 24  # the interpreter's MAX_TENSOR_ELEMENTS
 BACKENDS = ("numpy", "native")
@@ -123,8 +130,12 @@ def encode_options(options):
             continue
         dims = [int(d) for d in options.get(key) or ()]
         shapes += [len(dims)] + dims
-    while shapes and shapes[-1] == 0:
+    trailing = [int(value(key)) for key in TRAILING_FIELDS]
+    while trailing and trailing[-1] == option_default(TRAILING_FIELDS[len(trailing) - 1], value):
+        trailing.pop()
+    while shapes and shapes[-1] == 0 and not trailing:
         shapes.pop()
+    shapes += trailing
     while not shapes and len(fields) > 1:
         key = OPTION_FIELDS[len(fields) - 1]
         if fields[-1] != code(key, option_default(key, value)):
@@ -166,6 +177,7 @@ def decode_options(buffer):
         if rank:
             options[key] = values[at + 1:at + 1 + rank]
         at += 1 + rank
+    options.update(zip(TRAILING_FIELDS, values[at:at + len(TRAILING_FIELDS)]))
     return options
 
 
@@ -200,7 +212,8 @@ def read_options(node):
             parsed[key] = tuple(dims)
     padding = options.get("padding")
     if padding is not None:
-        node.check(padding in ("SAME", "VALID"), f"option 'padding' must be \"SAME\" or \"VALID\", got {padding!r}.")
+        node.check(padding in PADDING_CODES,
+                   f"option 'padding' must be one of {list(PADDING_CODES)}, got {padding!r}.")
         parsed["padding"] = padding
     return parsed
 
@@ -220,8 +233,10 @@ class _Options:
             return self.raw[key]
         return option_default(key, self.get)
 
-    def padding(self):
-        self.node.check("padding" in self.raw, "option 'padding' (\"SAME\" or \"VALID\") is required.")
+    def padding(self, allowed=("SAME", "VALID", "EXPLICIT")):
+        self.node.check("padding" in self.raw, f"option 'padding' (one of {list(allowed)}) is required.")
+        self.node.check(self.raw["padding"] in allowed,
+                        f"option 'padding' is {self.raw['padding']!r}; this operator takes {list(allowed)}.")
         return self.raw["padding"]
 
     def act_range(self, zero_points):
@@ -371,7 +386,16 @@ def _prepare_conv(node, backend, depthwise):
     stride = (opt.get("stride_h"), opt.get("stride_w"))
     dilation = (opt.get("dilation_h"), opt.get("dilation_w"))
     node.check(min(stride) >= 1 and min(dilation) >= 1, f"strides {stride} and dilations {dilation} must be >= 1.")
-    pad, out_hw = kernels.compute_padding(inp.shape[1:3], w.shape[1:3], stride, dilation, opt.padding())
+    if opt.padding() == "EXPLICIT":
+        pad, out_hw = (opt.get("pad_h"), opt.get("pad_w")), tuple(outp.shape[1:3])
+        node.check(all(kernels.explicit_padding_fits(*axis) for axis in zip(
+            inp.shape[1:3], w.shape[1:3], stride, dilation, pad, out_hw)),
+            f"explicit padding {list(pad)} (before) cannot give output height/width "
+            f"{list(out_hw)} from input {list(inp.shape[1:3])}: each side pads at most "
+            "(filter - 1) * dilation.")
+    else:
+        pad, out_hw = kernels.compute_padding(inp.shape[1:3], w.shape[1:3], stride, dilation,
+                                              opt.padding())
     expected = (inp.shape[0],) + tuple(out_hw) + (channels,)
     node.check(min(out_hw) >= 1 and outp.shape == expected,
                f"output shape {list(outp.shape)} != computed {list(expected)}.")
@@ -475,7 +499,8 @@ def _prepare_pool(node, backend, op):
                        output_shift=shift)
     stride = (opt.get("stride_h"), opt.get("stride_w"))
     node.check(min(filter_hw) >= 1 and min(stride) >= 1, f"filter {filter_hw} and strides {stride} must be >= 1.")
-    pad, out_hw = kernels.compute_padding(inp.shape[1:3], filter_hw, stride, (1, 1), opt.padding())
+    pad, out_hw = kernels.compute_padding(inp.shape[1:3], filter_hw, stride, (1, 1),
+                                          opt.padding(("SAME", "VALID")))
     expected = (inp.shape[0],) + tuple(out_hw) + (inp.shape[3],)
     node.check(min(out_hw) >= 1 and outp.shape == expected,
                f"output shape {list(outp.shape)} != computed {list(expected)}.")

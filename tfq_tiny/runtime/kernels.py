@@ -88,6 +88,20 @@ def compute_padding(in_hw, filter_hw, stride, dilation, padding):
     return tuple(pads), tuple(outs)
 
 
+def explicit_padding_fits(in_size, filter_size, stride, dilation, pad, out_size):
+    """True when ``pad`` zeros before one axis and some number after give ``out_size`` outputs:
+    ``pad`` or ``pad + 1`` after (as SAME pads), or, with ``pad`` below the effective filter
+    size, fewer than ``pad`` (TFQ ``EXPLICIT`` padding: a causal Conv1D pads
+    ``(k - 1) * dilation`` before and none after). The rule of ``tfq::internal::CheckSpatial``."""
+    effective = (filter_size - 1) * dilation + 1
+    if stride < 1 or dilation < 1 or pad < 0 or out_size < 1:
+        return False
+    afters = {pad, pad + 1} | (set(range(pad)) if pad < effective else set())  # SAME-like too
+    return any(in_size + pad + after >= effective
+               and (in_size + pad + after - effective) // stride + 1 == out_size
+               for after in afters)
+
+
 def _patches(x, filter_hw, stride, dilation, pad, out_hw, fill):
     """Windows of NHWC ``x`` as [N, out_h, out_w, KH, KW, C]; outside points hold ``fill``."""
     n, h, w, c = x.shape
