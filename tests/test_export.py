@@ -983,3 +983,34 @@ def test_explicit_padding_is_checked_like_the_glue():
     assert not fits(50, 3, 1, 1, 0, 50)      # 0 before would need 2 after
     assert not fits(50, 3, 1, 1, 5, 53)      # more than the filter reaches
     assert not fits(50, 3, 1, 1, -1, 47)
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_leaky_relu_deploys_as_tflm_leaky_relu(policy):
+    """LeakyReLU and ReLU(negative_slope) deploy as TFLM's int8 LEAKY_RELU: their inputs and
+    outputs take output_bits (8) in a W4A4 model, the simulation rounds as the kernel does
+    (identity / alpha multipliers from float32 scale ratios), so every layer is exact, and the
+    W8A8 export equals the real TFLM interpreter."""
+    keras.utils.set_random_seed(0)
+    x = inp = L.Input((12, 12, 3))
+    x = L.LeakyReLU(0.1, name="lr1")(L.Conv2D(8, 3, padding="same", name="c1")(x))
+    x = L.ReLU(negative_slope=0.2, name="lr2")(L.DepthwiseConv2D(3, padding="same", name="dw")(x))
+    x = L.Conv2D(8, 1, activation="relu", name="pw")(x)
+    model = keras.Model(inp, L.Dense(4, name="logits")(L.GlobalAveragePooling2D(name="gap")(x)))
+    rng = np.random.RandomState(0)
+    calib, x = rng.randn(64, 12, 12, 3).astype(np.float32), rng.randn(32, 12, 12, 3).astype(np.float32)
+    qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
+    model_bytes = to_tflite(qmodel)
+    fb_model = flatbuffer.read_model(model_bytes)
+    ops = [fb_model.operatorCodes[op.opcodeIndex].builtinCode for op in fb_model.subgraphs[0].operators]
+    assert ops.count(fb.BuiltinOperator.LEAKY_RELU) == 2
+    deployed = policy_of(qmodel)
+    if policy == "w4a4":
+        assert [deployed.activation_bits_for(n) for n in ("c1", "lr1", "dw", "lr2", "pw")] == \
+            [8, 8, 8, 8, 4]
+    report = layer_agreement(qmodel, model_bytes, x)
+    assert all(r["exact"] == 1.0 for r in report.values()), report
+    if policy == "w8a8":
+        xs = quantize_input(model_bytes, x)
+        ours = Interpreter(model_content=model_bytes).run(xs)[0]
+        assert np.array_equal(ours, np.asarray(run_tflm(model_bytes, xs)).reshape(ours.shape))

@@ -47,6 +47,21 @@ def test_functional_model_is_rebuilt_with_equal_outputs_and_quantizes():
                                atol=0.05)
 
 
+def test_keras3_tcn_with_leaky_relu_is_rebuilt():
+    """Keras 3 names LeakyReLU's slope ``negative_slope`` (tf_keras: ``alpha``); a causal TCN
+    with one rebuilds with equal outputs."""
+    keras3.utils.set_random_seed(0)
+    i = L3.Input((40, 6))
+    x = L3.LeakyReLU(negative_slope=0.15, name="lr")(L3.Conv1D(8, 3, padding="causal")(i))
+    x = L3.Conv1D(8, 3, padding="causal", dilation_rate=2, activation="relu")(x)
+    model = keras3.Model(i, L3.Dense(3)(L3.GlobalAveragePooling1D()(x)))
+    rebuilt = tfq_tiny.as_tf_keras(model)
+    assert rebuilt.get_layer("lr").get_config()["alpha"] == pytest.approx(0.15)
+    x = np.random.default_rng(0).normal(size=(8, 40, 6)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
 def test_sequential_with_adapted_normalization_and_saved_files(tmp_path):
     signals = np.random.default_rng(3).normal(2, 3, (64, 20, 3)).astype(np.float32)
     norm = L3.Normalization()

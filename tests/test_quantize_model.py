@@ -303,6 +303,17 @@ def test_unsupported_layer_is_named(images):
         tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=images)
 
 
+@pytest.mark.parametrize("relu", [dict(threshold=0.5), dict(max_value=3.0),
+                                  dict(negative_slope=0.1, max_value=6.0)])
+def test_relu_variants_without_a_tflm_kernel_are_refused_by_name(images, relu):
+    """ReLU(threshold=...), ReLU(max_value=3) and a capped leaky ReLU have no TFLM kernel:
+    refused when quantizing (they used to quantize, then fail in the converter)."""
+    i = keras.Input((16, 16, 3))
+    x = keras.layers.ReLU(name="odd_relu", **relu)(keras.layers.Conv2D(4, 3, name="c")(i))
+    with pytest.raises(UnsupportedLayerError, match="odd_relu.*LeakyReLU"):
+        tfq_tiny.quantize_model(keras.Model(i, x), "w8a8", calibration_data=images)
+
+
 def test_keras3_model_rejected_with_advice_where_not_converted():
     import keras as keras3
 

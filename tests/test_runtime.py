@@ -161,6 +161,27 @@ def test_logistic_and_tanh_match_tflm_on_every_int8_input(function, builtin):
     assert ours.min() == -128 and ours.max() == 127
 
 
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 0.3, 0.75])
+def test_leaky_relu_matches_tflm_on_every_int8_input(alpha):
+    """TFLM's LEAKY_RELU (identity and alpha multipliers from float32 scale ratios): every one of
+    the 256 int8 inputs, for input ranges from 0.003 to 1000 and several slopes; within one
+    output step of the real function."""
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 256)
+    for reach in (0.003, 0.3, 3, 1000):
+        model_bytes = convert(build(lambda i: L.LeakyReLU(alpha)(i), (256,)),
+                              draw=lambda rng, shape: rng.uniform(-0.7 * reach, reach, shape))
+        assert ops_of(model_bytes) == ["LEAKY_RELU"]
+        shim = Interpreter(model_content=model_bytes)
+        ours = shim.run(x)[0]
+        assert np.array_equal(ours, run_tflm(model_bytes, x)[0]), (alpha, reach)
+        (in_scale, in_zp), = [shim.get_input_details()[0]["quantization"]]
+        (out_scale, out_zp), = [shim.get_output_details()[0]["quantization"]]
+        real = in_scale * (x.astype(np.float64) - in_zp)
+        exact = np.clip(np.where(real >= 0, real, alpha * real),
+                        (-128 - out_zp) * out_scale, (127 - out_zp) * out_scale)
+        assert np.abs((ours.astype(np.int64) - out_zp) * out_scale - exact).max() <= out_scale * 1.001
+
+
 def test_concatenation_of_branches_on_several_axes():
     """TF gives the CONCATENATION inputs the output's grid (requantizing where a branch had its
     own); the shim copies as TFLM does."""

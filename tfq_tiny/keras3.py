@@ -16,6 +16,8 @@ from tfq_tiny.errors import ModelFileError, ModelFormatError
 
 _DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 _BASE_KEYS = {"name", "trainable", "dtype"}
+_RENAMED = {("LeakyReLU", "negative_slope"): "alpha"}
+"""(tf_keras class, Keras 3 setting) -> the tf_keras name of the same setting."""
 
 
 def is_keras3_model(model):
@@ -48,6 +50,7 @@ def _layer_config(layer_name, cls, config):
             continue
         if key == "dtype" and isinstance(value, dict):
             value = value.get("config", {}).get("name", "float32")
+        key = _RENAMED.get((cls.__name__, key), key)
         if key in accepted:
             out[key] = value
         elif value not in (None, False, 0, {}, [], "", "channels_last"):

@@ -43,7 +43,8 @@ from tfq_tiny.errors import BitWidthError, ModelFileError, TfqError, Unsupported
 from tfq_tiny.export import flatbuffer, packing
 from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
 from tfq_tiny.quantization.calibration import QuantizeWrapper, layer_slots, quantizer_slots
-from tfq_tiny.quantization.configs import activation_name, fixed_grid_function, is_concatenate
+from tfq_tiny.quantization.configs import (activation_name, fixed_grid_function, is_concatenate,
+                                          leaky_relu_alpha)
 from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, int_range
 from tfq_tiny.quantization.policy import BitPolicy
 from tfq_tiny.quantization.quantizers import UniformQuantizer
@@ -85,6 +86,7 @@ _KERAS_TYPES = {
     "LOGISTIC": ("Activation",),
     "TANH": ("Activation",),
     "CONCATENATION": ("Concatenate",),
+    "LEAKY_RELU": ("LeakyReLU", "ReLU"),
 }
 _CUSTOM_CODE = {
     "CONV_2D": custom_ops.CONV_2D, "DEPTHWISE_CONV_2D": custom_ops.DEPTHWISE_CONV_2D,
@@ -188,6 +190,12 @@ class _Plan:
                         f"int8 {builtin} is the only {function} kernel. Override its activation_bits "
                         "(and its input's) to 8.")
                 grid = _Grid(op.output, 8, np.float32(scale), zero_point, 8)
+            if leaky_relu_alpha(op.layer) is not None and \
+                    (grid.bits != 8 or self.grid[op.inputs[0]].bits != 8):
+                raise ExportError(
+                    f"layer '{op.name}' (LeakyReLU) must read and write 8-bit tensors: TFLM's "
+                    "int8 LEAKY_RELU is the only leaky ReLU kernel. Override its activation_bits "
+                    "(and its input's) to 8.")
             if is_concatenate(op.layer):
                 inputs = [self.grid[name] for name in op.inputs]
                 if grid.bits != 8 or any((g.bits, g.scale, g.zero_point) !=
@@ -211,6 +219,8 @@ class _Plan:
         """TFLite's fused activation for ``op`` ('NONE', 'RELU', 'RELU6')."""
         source = self.inner[op.fused[-1]] if op.fused else op.layer
         name = activation_name(source)
+        if leaky_relu_alpha(op.layer) is not None:
+            return "NONE"
         if name not in _FUSED and fixed_grid_function(op.layer) is None:
             raise UnsupportedLayerError(f"layer '{op.name}': activation '{name}' cannot be fused into "
                                         "a TFLite operator; use linear, relu or relu6.")
@@ -445,6 +455,9 @@ def _attributes_match(tfl, tfl_op, name, op, plan):
                 and _PADDINGS.get(options.padding) == layer.padding.upper())
     if name in ("SOFTMAX", "LOGISTIC", "TANH"):
         return FIXED_GRIDS.get(fixed_grid_function(layer), (None,))[0] == name
+    if name == "LEAKY_RELU":
+        alpha = leaky_relu_alpha(layer)
+        return alpha is not None and np.float32(options.alpha) == np.float32(alpha)
     if name == "CONCATENATION":
         rank, tfl_rank = len(plan.tensors[op.output].shape) + 1, len(tfl.shape(tfl_op.outputs[0]))
         axis, tfl_axis = layer.axis % rank, int(options.axis) % tfl_rank

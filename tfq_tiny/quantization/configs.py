@@ -2,7 +2,7 @@
 
 Two configs cover everything: ``WeightLayerQuantizeConfig`` (a kernel quantized per output
 channel, plus the layer's output) for Conv1D/Conv2D/DepthwiseConv2D/Dense, and
-``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6, Add, pooling, softmax, sigmoid,
+``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6/LeakyReLU, Add, pooling, softmax, sigmoid,
 tanh and Concatenate layers.
 Layers that cannot move a value off the grid (Flatten, Reshape, Dropout, MaxPooling,
 ZeroPadding) pass through unwrapped, as their TFLite counterparts keep the input's
@@ -38,6 +38,8 @@ zero point -128 (softmax, sigmoid), scale 1/128 and zero point 0 (tanh)."""
 
 def activation_name(layer):
     """'linear', 'relu', 'relu6' or another name for the layer's (fused) activation."""
+    if isinstance(layer, layers.LeakyReLU):
+        return "leaky_relu"
     if isinstance(layer, layers.ReLU):
         cfg = layer.get_config()
         if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
@@ -139,7 +141,8 @@ class WeightLayerQuantizeConfig(_BaseConfig):
 
 
 class OutputQuantizeConfig(_BaseConfig):
-    """Quantizes only the layer's output (ReLU, Add, pooling, softmax, sigmoid, tanh, Concatenate)."""
+    """Quantizes only the layer's output (ReLU, LeakyReLU, Add, pooling, softmax, sigmoid, tanh,
+    Concatenate)."""
 
     def __init__(self, activation_bits, activation_init="mse", tie_to_input=False,
                  fixed_range=None, window=None, tie_to_consumer=False):
@@ -192,10 +195,24 @@ def is_concatenate(layer):
     return isinstance(unwrap(layer), layers.Concatenate)
 
 
+def leaky_relu_alpha(layer):
+    """The negative slope of a LeakyReLU, or of a ReLU with ``negative_slope`` (no threshold or
+    cap), deployed as TFLM's int8 LEAKY_RELU; None for any other layer."""
+    layer = unwrap(layer)
+    if isinstance(layer, layers.LeakyReLU):
+        return float(layer.get_config()["alpha"])
+    if isinstance(layer, layers.ReLU):
+        cfg = layer.get_config()
+        if cfg.get("negative_slope") and not cfg.get("threshold") and cfg.get("max_value") is None:
+            return float(cfg["negative_slope"])
+    return None
+
+
 def int8_only(layer):
     """True for layers TFLM runs with int8 kernels only, reading and writing 8-bit tensors:
-    softmax, sigmoid, tanh and Concatenate (CONCATENATION copies int8 values)."""
-    return fixed_grid_function(layer) is not None or is_concatenate(layer)
+    softmax, sigmoid, tanh, LeakyReLU and Concatenate (CONCATENATION copies int8 values)."""
+    return (fixed_grid_function(layer) is not None or is_concatenate(layer)
+            or leaky_relu_alpha(layer) is not None)
 
 
 def ties_average_pool(input_bits, output_bits):
@@ -254,7 +271,13 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
         tied = ties_average_pool(input_bits, out_bits) and not tie_to_consumer
         return OutputQuantizeConfig(out_bits, activation_init, tie_to_input=tied,
                                     window=average_pool_window(layer) if tied else None, **tie)
-    if isinstance(layer, OUTPUT_LAYERS):
+    if isinstance(layer, (layers.ReLU, layers.LeakyReLU)) and leaky_relu_alpha(layer) is None \
+            and activation_name(layer) not in ("relu", "relu6"):
+        raise UnsupportedLayerError(
+            f"Layer '{layer.name}' ({type(layer).__name__} {layer.get_config()}) has no TFLM "
+            "kernel: TFLite deploys ReLU, ReLU6 (max_value 6) and LeakyReLU (negative_slope "
+            "without threshold or max_value). Use one of those.")
+    if isinstance(layer, OUTPUT_LAYERS + (layers.LeakyReLU,)):
         return OutputQuantizeConfig(out_bits, activation_init, **tie)
     if isinstance(layer, layers.BatchNormalization):
         raise UnsupportedLayerError(
@@ -263,7 +286,7 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
             "consumer it is. Move it after such a layer, or remove it.")
     raise UnsupportedLayerError(
         f"Layer '{layer.name}' of type {type(layer).__name__} is not supported. Supported: "
-        "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6, Add, Average/Max/GlobalAverage/"
+        "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6/LeakyReLU, Add, Average/Max/GlobalAverage/"
         "GlobalMax pooling, Concatenate, Softmax/sigmoid/tanh, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
         "Rescaling/Normalization/BatchNormalization where they fold into a weight layer. Give it a "
         "QuantizeConfig with tfq_tiny.quantize_annotate_layer(layer, config), or replace it.")

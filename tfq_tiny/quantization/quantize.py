@@ -106,7 +106,8 @@ def _concatenation_sources(graph):
         joins = concatenations_fed(graph, node.name)
         if not joins or cfg.is_pass_through(node.layer) and node.name not in graph.input_names:
             continue
-        if node.name in graph.input_names or len(joins) > 1 or cfg.int8_only(node.layer):
+        fixed = cfg.fixed_grid_function(node.layer) is not None or cfg.is_concatenate(node.layer)
+        if node.name in graph.input_names or len(joins) > 1 or fixed:
             why = ("is a model input" if node.name in graph.input_names else
                    f"feeds {len(joins)} Concatenates {joins}" if len(joins) > 1 else
                    "has a grid of its own kind (softmax/sigmoid/tanh or a Concatenate)")

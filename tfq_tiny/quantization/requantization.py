@@ -18,7 +18,7 @@ single rounding, at most one step per layer from the deployed model.
 from tfq_tiny._compat import tf
 from tfq_tiny.quantization.calibration import input_activation_slot, quantizer_slots
 from tfq_tiny.graph import Graph
-from tfq_tiny.quantization.configs import fused_relu
+from tfq_tiny.quantization.configs import fused_relu, leaky_relu_alpha
 from tfq_tiny.quantization.grid import tf_round_half_away
 
 
@@ -64,9 +64,40 @@ def requantize_parameters(input_scale, weight_scale, output_scale):
     return 1.0 / real, multiplier, tf.maximum(shift, 0), tf.maximum(-shift, 0)
 
 
+class LeakyRounding:
+    """TFLM's int8 LEAKY_RELU from the input grid to the output grid, from live scale
+    variables: ``MultiplyByQuantizedMultiplier(x - zp_in, M)`` with ``M`` the identity
+    multiplier ``s_in / s_out`` where the input is >= 0, else ``s_in * alpha / s_out``, both
+    computed in float32 as TFLM's Prepare does before ``QuantizeMultiplier``. The input codes are
+    recovered from the layer's float output (``x`` or ``alpha * x``)."""
+
+    def __init__(self, input_scale, alpha):
+        self.input_scale = input_scale
+        self.alpha = float(alpha)
+
+    def round(self, scaled, output_scale):
+        return _requantize(scaled, self.parameters(output_scale))
+
+    def parameters(self, output_scale):
+        """Two ``requantize_parameters`` tuples, for outputs >= 0 and < 0, concatenated."""
+        s_in = tf.reshape(tf.cast(tf.convert_to_tensor(self.input_scale), tf.float32), [-1])[0]
+        s_out = tf.reshape(tf.cast(tf.convert_to_tensor(output_scale), tf.float32), [-1])[0]
+        parameters = ()
+        for numerator in (s_in, s_in * tf.constant(self.alpha, tf.float32)):
+            real = tf.cast(numerator / s_out, tf.float64)
+            multiplier, shift = quantize_multiplier(tf.reshape(real, [1]))
+            parameters += (1.0 / tf.reshape(real, [1]), multiplier, tf.maximum(shift, 0),
+                           tf.maximum(-shift, 0))
+        return parameters
+
+
 def requantize(scaled, parameters):
-    """``DoubleRounding.round`` of ``scaled`` given ``requantize_parameters``, as plain
-    elementwise ops (``fused.py`` compiles them into its kernel)."""
+    """``DoubleRounding.round`` of ``scaled`` given ``requantize_parameters`` (or
+    ``LeakyRounding``'s two sets, chosen by the sign of ``scaled``), as plain elementwise ops
+    (``fused.py`` compiles them into its kernel)."""
+    if len(parameters) == 8:
+        return tf.where(scaled >= 0, requantize(scaled, parameters[:4]),
+                        requantize(scaled, parameters[4:]))
     # The product is within float32 noise of an integer accumulator (|acc| < 2^31), so rounding
     # it gives the integer that dividing by the real multiplier does, without a division.
     inverse, multiplier, left, right = parameters
@@ -128,7 +159,8 @@ def _fused_output_slot(slot, graph, by_layer):
 
 def link_requantization(qmodel, slots=None):
     """Give the output quantizer of every weighted layer with a quantized input its
-    DoubleRounding (and clear it elsewhere). Returns the number of linked quantizers."""
+    DoubleRounding, and of every LeakyReLU its LeakyRounding (and clear it elsewhere). Returns
+    the number of linked quantizers."""
     slots = quantizer_slots(qmodel) if slots is None else slots
     graph = Graph(qmodel)
     by_layer = {(id(s.layer), s.kind): s for s in slots}
@@ -137,6 +169,13 @@ def link_requantization(qmodel, slots=None):
             s.quantizer.requantization = None
     linked = 0
     for slot in slots:
+        alpha = leaky_relu_alpha(slot.layer) if slot.kind == "output" else None
+        if alpha is not None:
+            source = input_activation_slot(slot.layer, slots)
+            if source is not None:
+                slot.quantizer.requantization = LeakyRounding(source.variables["scale"], alpha)
+                linked += 1
+            continue
         if slot.kind != "weight":
             continue
         source = input_activation_slot(slot.layer, slots)
@@ -149,5 +188,5 @@ def link_requantization(qmodel, slots=None):
     return linked
 
 
-__all__ = ["DoubleRounding", "link_requantization", "multiply_by_quantized_multiplier",
+__all__ = ["DoubleRounding", "LeakyRounding", "link_requantization", "multiply_by_quantized_multiplier",
            "quantize_multiplier"]

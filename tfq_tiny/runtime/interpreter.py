@@ -891,6 +891,23 @@ def _prepare_squash(node, what, kernel, out_scale_expected, out_zp_expected, sca
     return run
 
 
+@_builtin("LEAKY_RELU")
+def _prepare_leaky_relu(node):
+    node.arity(1, 1)
+    x, out = node.inputs[0], node.outputs[0]
+    alpha = float(np.float32(node.opts(schema_fb.LeakyReluOptionsT).alpha))
+    in_scale, in_zp = _per_tensor(node, x, "input")
+    out_scale, out_zp = _per_tensor(node, out, "output")
+    node.check(x.bits == 8 and out.bits == 8, "LEAKY_RELU runs int8 -> int8 only.")
+    node.check(out.shape == x.shape, f"output shape {list(out.shape)} != input shape {list(x.shape)}.")
+    node.check(np.isfinite(alpha), f"alpha must be finite, got {alpha}.")
+
+    def run(args):
+        return [kernels.leaky_relu(args[0], input_scale=in_scale, input_zp=in_zp,
+                                   output_scale=out_scale, output_zp=out_zp, alpha=alpha)]
+    return run
+
+
 @_builtin("LOGISTIC")
 def _prepare_logistic(node):
     return _prepare_squash(node, "LOGISTIC", kernels.logistic, kernels.LOGISTIC_OUTPUT_SCALE,

@@ -531,6 +531,26 @@ def logistic(x, *, input_scale, input_zp):
     return _squash(x, input_scale, input_zp, _logistic_q0, 23, LOGISTIC_OUTPUT_ZP)
 
 
+def leaky_relu_params(input_scale, output_scale, alpha):
+    """(identity multiplier, shift, alpha multiplier, shift) as TFLM's LEAKY_RELU Prepare
+    computes them: ``s_in / s_out`` and ``s_in * alpha / s_out`` in float32, then
+    ``QuantizeMultiplier``."""
+    s_in, s_out, a = np.float32(input_scale), np.float32(output_scale), np.float32(alpha)
+    identity = ar.quantize_multiplier(float(np.float32(s_in / s_out)))
+    negative = ar.quantize_multiplier(float(np.float32(np.float32(s_in * a) / s_out)))
+    return identity + negative
+
+
+def leaky_relu(x, *, input_scale, input_zp, output_scale, output_zp, alpha):
+    """``reference_ops::QuantizeLeakyRelu`` int8 -> int8: each input offset by its zero point
+    and rescaled by the identity multiplier where >= 0, by the alpha multiplier below."""
+    m_id, s_id, m_alpha, s_alpha = leaky_relu_params(input_scale, output_scale, alpha)
+    v = ar.as_i64(x) - int(input_zp)
+    out = np.where(v >= 0, ar.multiply_by_quantized_multiplier(v, m_id, s_id),
+                   ar.multiply_by_quantized_multiplier(v, m_alpha, s_alpha)) + int(output_zp)
+    return np.clip(out, -128, 127).astype(np.int8)
+
+
 def tanh(x, *, input_scale, input_zp):
     """``reference_integer_ops::Tanh`` int8 -> int8 (output scale 1/128, zero point 0)."""
     return _squash(x, input_scale, input_zp, _tanh_q0, 24, TANH_OUTPUT_ZP)
