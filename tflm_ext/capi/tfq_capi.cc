@@ -178,6 +178,18 @@ int32_t tfq_add(const tfq_add_params_t* params, const tfq_tensor_t* input1,
   return tfq::Add(p, a, b, out);
 }
 
+int32_t tfq_leaky_relu(int32_t input_offset, int32_t output_offset,
+                       int32_t identity_multiplier, int32_t identity_shift,
+                       int32_t alpha_multiplier, int32_t alpha_shift,
+                       const tfq_tensor_t* input, const tfq_tensor_t* output) {
+  tfq::ConstTensor in;
+  tfq::Tensor out;
+  if (!ToConst(input, &in) || !ToMutable(output, &out)) return tfq::kErrNullPointer;
+  const tfq::LeakyReluParams p{input_offset,     output_offset,   identity_multiplier,
+                               identity_shift,   alpha_multiplier, alpha_shift};
+  return tfq::LeakyRelu(p, in, out);
+}
+
 static bool ToPool(const tfq_pool_params_t* params, tfq::PoolParams* p) {
   if (params == nullptr) return false;
   p->filter_height = params->filter_height;

@@ -139,6 +139,17 @@ TFQ_CAPI_EXPORT int32_t tfq_max_pool_2d(const tfq_pool_params_t* params,
                                         const tfq_tensor_t* input,
                                         const tfq_tensor_t* output);
 
+/* Element-wise LEAKY_RELU (input and output of one shape): offsets as above;
+ * the identity multiplier/shift apply where x - input_zp >= 0, the alpha ones
+ * below (QuantizeMultiplier's form, shift in [-31, 30]). */
+TFQ_CAPI_EXPORT int32_t tfq_leaky_relu(int32_t input_offset, int32_t output_offset,
+                                       int32_t identity_multiplier,
+                                       int32_t identity_shift,
+                                       int32_t alpha_multiplier,
+                                       int32_t alpha_shift,
+                                       const tfq_tensor_t* input,
+                                       const tfq_tensor_t* output);
+
 TFQ_CAPI_EXPORT int32_t tfq_pack(const int8_t* values, int32_t count,
                                  int32_t bits, uint8_t* out,
                                  uint64_t out_bytes);

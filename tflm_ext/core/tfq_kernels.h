@@ -121,6 +121,19 @@ struct AddParams {
   int32_t act_max;
 };
 
+// LEAKY_RELU (TFLM's QuantizeLeakyRelu): v = x - input zero point, scaled by
+// the identity multiplier where v >= 0 and by the alpha multiplier below, plus
+// the output zero point, clamped to the output width. Multipliers and shifts
+// as QuantizeMultiplier gives them (shift in [-31, 30]).
+struct LeakyReluParams {
+  int32_t input_offset;   // -input zero point
+  int32_t output_offset;  // output zero point
+  int32_t identity_multiplier;
+  int32_t identity_shift;
+  int32_t alpha_multiplier;
+  int32_t alpha_shift;
+};
+
 // Pools. MaxPool works on the stored integers directly (input and output
 // share scale and zero point, as in TFLM; only the storage width may differ)
 // and ignores the zero points and the multiplier. AveragePool requantizes
@@ -194,6 +207,10 @@ Status AveragePool(const PoolParams& params, const ConstTensor& input,
                    const Tensor& output);
 Status MaxPool(const PoolParams& params, const ConstTensor& input,
                const Tensor& output);
+
+// Element-wise; input and output of one shape (rank 1..4), any widths.
+Status LeakyRelu(const LeakyReluParams& params, const ConstTensor& input,
+                 const Tensor& output);
 
 }  // namespace tfq
 

@@ -1,7 +1,7 @@
 // Runs the glue's ParseOptions (tflm/tfq_options.h) on custom-options buffers
 // given as one hex string per line on stdin and prints, per line, "bad" or
 // "ok" followed by the 14 fields in the README's order, has_act_min,
-// has_act_max, the three shapes as rank + 4 dims, pad_h and pad_w. Built by
+// has_act_max, the three shapes as rank + 4 dims, pad_h, pad_w and alpha_bits. Built by
 // `make -C tflm_ext options-check` (ASan + UBSan); tests/test_tflm_ext_build.py
 // compares its answers with the shim's reader.
 #include <cstdio>
@@ -32,7 +32,7 @@ int main() {
     for (const tfq_tflm::Dims* dims : {&opt.input_shape, &opt.input2_shape, &opt.output_shape}) {
       std::printf(" %d %d %d %d %d", dims->rank, dims->d[0], dims->d[1], dims->d[2], dims->d[3]);
     }
-    std::printf(" %d %d\n", opt.pad_h, opt.pad_w);
+    std::printf(" %d %d %d\n", opt.pad_h, opt.pad_w, opt.alpha_bits);
   }
   return 0;
 }

@@ -46,6 +46,7 @@ struct OpData {
     tfq::FullyConnectedParams fc;
     tfq::AddParams add;
     tfq::PoolParams pool;
+    tfq::LeakyReluParams leaky_relu;
   } params;
   int32_t* multiplier;  // per output channel, persistent arena
   int32_t* shift;
@@ -562,6 +563,69 @@ TfLiteStatus EvalAdd(TfLiteContext* context, TfLiteNode* node) {
   return Report(kAddName, tfq::Add(data->params.add, in1, in2, out));
 }
 
+// ---- LEAKY_RELU -------------------------------------------------------------------
+
+// TFLM's LEAKY_RELU Prepare: the identity (s_in / s_out) and alpha
+// (s_in * alpha / s_out) multipliers from float32 arithmetic; alpha is the
+// float32 whose bits the options carry.
+TfLiteStatus PrepareLeakyRelu(TfLiteContext* context, TfLiteNode* node) {
+  const char* op = kLeakyReluName;
+  OpData* data = static_cast<OpData*>(node->user_data);
+  TFQ_ENSURE(op, data != nullptr, "no op data");
+  const Options& opt = data->opt;
+  TFQ_ENSURE(op, !opt.bad_options, "custom options missing or malformed");
+  TFQ_ENSURE(op, node->inputs->size == 1 && node->outputs->size == 1,
+             "expects one input and one output");
+  TempTensors temps(tflite::GetMicroContext(context));
+  const TfLiteTensor* input = temps.Input(node, 0);
+  const TfLiteTensor* output = temps.Output(node, 0);
+  TFQ_ENSURE(op, input != nullptr && output != nullptr, "missing tensor");
+  TFQ_ENSURE(op, ResolveActivation(opt.input_shape, input, opt.input_bits, &data->in) &&
+                     ResolveActivation(opt.output_shape, output, opt.output_bits, &data->out),
+             "input and output need 1 to 4 positive dims");
+  TFQ_ENSURE(op, StorageOk(input, opt.input_bits, data->in) &&
+                     StorageOk(output, opt.output_bits, data->out),
+             "tensor type/size does not fit the bit widths and shapes");
+  bool same_shape = data->in.rank == data->out.rank;
+  for (int32_t i = 0; same_shape && i < data->in.rank; ++i) {
+    same_shape = data->in.d[i] == data->out.d[i];
+  }
+  TFQ_ENSURE(op, same_shape, "output shape differs from the input's");
+  const TfLiteAffineQuantization* qi = Affine(input);
+  const TfLiteAffineQuantization* qo = Affine(output);
+  TFQ_ENSURE(op, qi != nullptr && qo != nullptr, "tensors need affine quantization parameters");
+  TF_LITE_ENSURE_OK(context, CheckRanges(op, qi->zero_point->data[0], opt.input_bits,
+                                         qo->zero_point->data[0], opt));
+  float alpha = 0.0f;
+  static_assert(sizeof(alpha) == sizeof(opt.alpha_bits), "float32 bits");
+  std::memcpy(&alpha, &opt.alpha_bits, sizeof(alpha));
+  TFQ_ENSURE(op, std::isfinite(alpha) && alpha >= 0.0f, "alpha must be a finite slope >= 0");
+  const float s_in = qi->scale->data[0];
+  const float s_out = qo->scale->data[0];
+  tfq::LeakyReluParams& p = data->params.leaky_relu;
+  p.input_offset = -qi->zero_point->data[0];
+  p.output_offset = qo->zero_point->data[0];
+  QuantizeMultiplier(static_cast<double>(s_in / s_out), &p.identity_multiplier,
+                     &p.identity_shift);
+  QuantizeMultiplier(static_cast<double>(s_in * alpha / s_out), &p.alpha_multiplier,
+                     &p.alpha_shift);
+  return kTfLiteOk;
+}
+
+TfLiteStatus EvalLeakyRelu(TfLiteContext* context, TfLiteNode* node) {
+  const OpData* data = static_cast<const OpData*>(node->user_data);
+  const Options& opt = data->opt;
+  tfq::ConstTensor in{};
+  tfq::Tensor out{};
+  if (!MakeView(tflite::micro::GetEvalInput(context, node, 0), opt.input_bits, data->in,
+                &in) ||
+      !MakeView(tflite::micro::GetEvalOutput(context, node, 0), opt.output_bits, data->out,
+                &out)) {
+    return Report(kLeakyReluName, tfq::kErrBadRank);
+  }
+  return Report(kLeakyReluName, tfq::LeakyRelu(data->params.leaky_relu, in, out));
+}
+
 // ---- AVERAGE_POOL_2D (requantizing) / MAX_POOL_2D (tied) ---------------------------
 
 template <bool kAverage>
@@ -676,6 +740,12 @@ const TFLMRegistration* Register_TFQ_AVERAGE_POOL_2D() {
 const TFLMRegistration* Register_TFQ_MAX_POOL_2D() {
   static const TFLMRegistration r =
       tflite::micro::RegisterOp(Init, PreparePool<false>, EvalPool<false>);
+  return &r;
+}
+
+const TFLMRegistration* Register_TFQ_LEAKY_RELU() {
+  static const TFLMRegistration r =
+      tflite::micro::RegisterOp(Init, PrepareLeakyRelu, EvalLeakyRelu);
   return &r;
 }
 

@@ -22,6 +22,7 @@ constexpr const char kFullyConnectedName[] = "TFQ_FULLY_CONNECTED";
 constexpr const char kAddName[] = "TFQ_ADD";
 constexpr const char kAveragePool2DName[] = "TFQ_AVERAGE_POOL_2D";
 constexpr const char kMaxPool2DName[] = "TFQ_MAX_POOL_2D";
+constexpr const char kLeakyReluName[] = "TFQ_LEAKY_RELU";
 
 // Each returns a pointer to a registration with static storage duration.
 const TFLMRegistration* Register_TFQ_CONV_2D();
@@ -30,6 +31,7 @@ const TFLMRegistration* Register_TFQ_FULLY_CONNECTED();
 const TFLMRegistration* Register_TFQ_ADD();
 const TFLMRegistration* Register_TFQ_AVERAGE_POOL_2D();
 const TFLMRegistration* Register_TFQ_MAX_POOL_2D();
+const TFLMRegistration* Register_TFQ_LEAKY_RELU();
 
 // Adds all six custom operators to a tflite::MicroMutableOpResolver<N>
 // (needs six free slots). Returns the first failing status.
@@ -45,6 +47,7 @@ TfLiteStatus AddTfqCustomOps(Resolver* resolver) {
       {kAddName, Register_TFQ_ADD()},
       {kAveragePool2DName, Register_TFQ_AVERAGE_POOL_2D()},
       {kMaxPool2DName, Register_TFQ_MAX_POOL_2D()},
+      {kLeakyReluName, Register_TFQ_LEAKY_RELU()},
   };
   for (const auto& op : ops) {
     const TfLiteStatus status = resolver->AddCustom(op.name, op.registration);

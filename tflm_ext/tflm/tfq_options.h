@@ -44,6 +44,7 @@ struct Options {
   int32_t depth_multiplier = 1;
   int32_t padding = kPaddingMissing;
   int32_t pad_h = 0, pad_w = 0;  // kPaddingExplicit: zeros before
+  int32_t alpha_bits = 0;        // LEAKY_RELU: the float32 slope's bits
   int32_t input_bits = 8, input2_bits = 8, weight_bits = 8, output_bits = 8;
   bool has_act_min = false, has_act_max = false;
   int32_t act_min = 0, act_max = 0;
@@ -107,8 +108,8 @@ inline void ReadShape(const flexbuffers::Map& map, const char* key, Dims* out, O
 
 // Layouts 3 and 4: integers in the README's field order, then input_shape,
 // input2_shape and output_shape, each as rank (0: not given) + dims or as
-// kInnermostBytes alone, then pad_h and pad_w; fields past the end of the
-// vector keep their defaults.
+// kInnermostBytes alone, then pad_h, pad_w and alpha_bits; fields past the
+// end of the vector keep their defaults.
 template <typename Vector>
 void ParseFields(const Vector& vector, Options* opt) {
   int32_t* const fields[] = {
@@ -159,7 +160,7 @@ void ParseFields(const Vector& vector, Options* opt) {
     }
     at += 1 + dims;
   }
-  for (int32_t* pad : {&opt->pad_h, &opt->pad_w}) {
+  for (int32_t* pad : {&opt->pad_h, &opt->pad_w, &opt->alpha_bits}) {
     if (at >= size) return;
     const flexbuffers::Reference ref = vector[at++];
     if (!ref.IsIntOrUint()) {
@@ -203,6 +204,7 @@ inline void ParseOptions(const char* buffer, size_t length, Options* opt) {
   ReadInt(map, "depth_multiplier", &opt->depth_multiplier, nullptr, opt);
   ReadInt(map, "pad_h", &opt->pad_h, nullptr, opt);
   ReadInt(map, "pad_w", &opt->pad_w, nullptr, opt);
+  ReadInt(map, "alpha_bits", &opt->alpha_bits, nullptr, opt);
   ReadInt(map, "input_bits", &opt->input_bits, nullptr, opt);
   opt->input2_bits = opt->input_bits;  // ADD: input2_bits defaults to input_bits
   ReadInt(map, "input2_bits", &opt->input2_bits, nullptr, opt);

@@ -92,6 +92,7 @@ _CUSTOM_CODE = {
     "CONV_2D": custom_ops.CONV_2D, "DEPTHWISE_CONV_2D": custom_ops.DEPTHWISE_CONV_2D,
     "FULLY_CONNECTED": custom_ops.FULLY_CONNECTED, "ADD": custom_ops.ADD,
     "AVERAGE_POOL_2D": custom_ops.AVERAGE_POOL_2D, "MAX_POOL_2D": custom_ops.MAX_POOL_2D,
+    "LEAKY_RELU": custom_ops.LEAKY_RELU,
 }
 _FUSED = {"linear": "NONE", "relu": "RELU", "relu6": "RELU6"}
 
@@ -190,12 +191,6 @@ class _Plan:
                         f"int8 {builtin} is the only {function} kernel. Override its activation_bits "
                         "(and its input's) to 8.")
                 grid = _Grid(op.output, 8, np.float32(scale), zero_point, 8)
-            if leaky_relu_alpha(op.layer) is not None and \
-                    (grid.bits != 8 or self.grid[op.inputs[0]].bits != 8):
-                raise ExportError(
-                    f"layer '{op.name}' (LeakyReLU) must read and write 8-bit tensors: TFLM's "
-                    "int8 LEAKY_RELU is the only leaky ReLU kernel. Override its activation_bits "
-                    "(and its input's) to 8.")
             if is_concatenate(op.layer):
                 inputs = [self.grid[name] for name in op.inputs]
                 if grid.bits != 8 or any((g.bits, g.scale, g.zero_point) !=
@@ -740,6 +735,16 @@ class _Writer:
                          input2_bits=grids[1].storage_bits,
                          **self.act_options(self.plan.fused_activation(op), int(tfl_op.outputs[0])))
 
+    def leaky_relu(self, tfl_op, op):
+        """TFLM's LEAKY_RELU when 8-bit in and out, else TFQ_LEAKY_RELU (same arithmetic on
+        packed tensors, alpha as float32 bits in the options)."""
+        x, out = self.grid(int(tfl_op.inputs[0])), self.grid(int(tfl_op.outputs[0]))
+        if x.bits == 8 and out.bits == 8:
+            return
+        self.make_custom(tfl_op, "LEAKY_RELU", input_bits=x.storage_bits,
+                         output_bits=out.storage_bits,
+                         alpha_bits=custom_ops.float32_bits(leaky_relu_alpha(op.layer)))
+
     def pool(self, tfl_op, name, fused="NONE"):
         """A builtin when 8-bit in and out on one grid; else TFQ_MAX_POOL_2D (same grid) or
         TFQ_AVERAGE_POOL_2D (requantizes to the output's own grid)."""
@@ -1076,6 +1081,8 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
         writer.operators.append(tfl_op)
         if name == "ADD":
             writer.add(tfl_op, op)
+        elif name == "LEAKY_RELU":
+            writer.leaky_relu(tfl_op, op)
         elif name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             writer.pool(tfl_op, name)
     _set_activation_tensors(writer)

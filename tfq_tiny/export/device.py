@@ -39,6 +39,7 @@ _TFQ_CONSTANTS = {
     custom_ops.CONV_2D: "kConv2DName", custom_ops.DEPTHWISE_CONV_2D: "kDepthwiseConv2DName",
     custom_ops.FULLY_CONNECTED: "kFullyConnectedName", custom_ops.ADD: "kAddName",
     custom_ops.AVERAGE_POOL_2D: "kAveragePool2DName", custom_ops.MAX_POOL_2D: "kMaxPool2DName",
+    custom_ops.LEAKY_RELU: "kLeakyReluName",
 }
 """TFQ custom code -> its name constant in ``tflm_ext/tflm/tfq_ops.h``."""
 

@@ -210,9 +210,8 @@ def leaky_relu_alpha(layer):
 
 def int8_only(layer):
     """True for layers TFLM runs with int8 kernels only, reading and writing 8-bit tensors:
-    softmax, sigmoid, tanh, LeakyReLU and Concatenate (CONCATENATION copies int8 values)."""
-    return (fixed_grid_function(layer) is not None or is_concatenate(layer)
-            or leaky_relu_alpha(layer) is not None)
+    softmax, sigmoid, tanh and Concatenate (CONCATENATION copies int8 values)."""
+    return fixed_grid_function(layer) is not None or is_concatenate(layer)
 
 
 def ties_average_pool(input_bits, output_bits):

@@ -1,6 +1,6 @@
 """tfq_tiny's TFQ_* custom operators for the interpreter shim, as ``tflm_ext/tflm/tfq_ops.cc``.
 
-The operator contract is ``tflm_ext/README.md``: six custom codes, options in a flexbuffer vector
+The operator contract is ``tflm_ext/README.md``: seven custom codes, options in a flexbuffer vector
 of integers (``OPTION_FIELDS``: bit widths, ``act_min``/``act_max``, padding, strides, then the
 logical shapes; older exports: a map with the same names), quantization from the tensors' affine
 parameters. Bit widths come from the options, not from the tensor type: an
@@ -35,7 +35,9 @@ FULLY_CONNECTED = "TFQ_FULLY_CONNECTED"
 ADD = "TFQ_ADD"
 AVERAGE_POOL_2D = "TFQ_AVERAGE_POOL_2D"
 MAX_POOL_2D = "TFQ_MAX_POOL_2D"
-CUSTOM_CODES = (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D)
+LEAKY_RELU = "TFQ_LEAKY_RELU"
+CUSTOM_CODES = (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, ADD, AVERAGE_POOL_2D, MAX_POOL_2D,
+                LEAKY_RELU)
 
 OPTION_FIELDS = ("input_bits", "weight_bits", "output_bits", "act_min", "act_max", "padding",
                  "stride_h", "stride_w", "filter_h", "filter_w", "dilation_h", "dilation_w",
@@ -50,9 +52,10 @@ PADDING_CODES = {"SAME": 1, "VALID": 2, "EXPLICIT": 3}
 after the last as many as the output shape implies (a causal Conv1D: ``(k - 1) * dilation``
 before, none after)."""
 SHAPE_KEYS = ("input_shape", "input2_shape", "output_shape")
-TRAILING_FIELDS = ("pad_h", "pad_w")
+TRAILING_FIELDS = ("pad_h", "pad_w", "alpha_bits")
 """Integers after the three shape slots (which are then all written, rank 0 where absent); a
-vector that ends before them leaves them 0."""
+vector that ends before them leaves them 0. ``alpha_bits``: TFQ_LEAKY_RELU's slope as the bits
+of an IEEE-754 float32 (``float32_bits``), TFLM's ``LeakyReluOptions.alpha`` exactly."""
 INT_KEYS = tuple(key for key in OPTION_FIELDS if key != "padding") + TRAILING_FIELDS
 INNERMOST_BYTES = -1
 """A shape slot holding -1 instead of a rank (layout 4): the tensor is INT8 (or UINT8) declared at its
@@ -60,7 +63,7 @@ logical shape except the innermost dimension, which counts the bytes its packed 
 (``[1, 24, 24, 8]`` holds 4-bit ``[1, 24, 24, 16]``). Older readers reject the -1 cleanly."""
 _DEFAULTS = {"input_bits": 8, "weight_bits": 8, "output_bits": 8, "stride_h": 1, "stride_w": 1,
              "dilation_h": 1, "dilation_w": 1, "depth_multiplier": 1, "filter_h": 0, "filter_w": 0,
-             "pad_h": 0, "pad_w": 0}
+             "pad_h": 0, "pad_w": 0, "alpha_bits": 0}
 MAX_RANK = 4  # tflm_ext/core: tfq::kMaxRank
 MAX_ELEMENTS = 1 << 24  # the interpreter's MAX_TENSOR_ELEMENTS
 BACKENDS = ("numpy", "native")
@@ -96,7 +99,9 @@ def unpack_storage(image, bits, shape=None):
 
 
 def _wrap_int32(value):
-    return int(ar.wrap_int32(value))
+    """The low 32 bits of an option integer as int32, as flexbuffers' AsInt32 reads any stored
+    width (an unsigned 64-bit value included)."""
+    return (int(value) + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
 def option_default(key, get):
@@ -472,6 +477,35 @@ def _prepare_add(node, backend):
     return run
 
 
+def float32_bits(value):
+    """The int32 holding the IEEE-754 float32 bits of ``value`` (option ``alpha_bits``)."""
+    return int(np.float32(value).view(np.int32))
+
+
+def _prepare_leaky_relu(node, backend):
+    node.arity(1, 1)
+    x, out = node.inputs[0], node.outputs[0]
+    opt = _Options(node)
+    in_bits, out_bits = opt.get("input_bits"), opt.get("output_bits")
+    inp = _Port(node, opt, x, "input_bits", "input_shape", "input")
+    outp = _Port(node, opt, out, "output_bits", "output_shape", "output")
+    node.check(inp.shape == outp.shape, f"output shape {list(outp.shape)} != input shape {list(inp.shape)}.")
+    node.check(1 <= len(inp.shape) <= MAX_RANK, f"input must have rank 1 to {MAX_RANK}.")
+    (in_scale, in_zp), (out_scale, out_zp) = (_per_tensor(node, t, w) for t, w in ((x, "input"), (out, "output")))
+    opt.act_range(((in_zp, in_bits, "input"), (out_zp, out_bits, "output")))
+    alpha = float(np.int32(opt.get("alpha_bits")).view(np.float32))
+    node.check(np.isfinite(alpha) and alpha >= 0, f"alpha (option 'alpha_bits') must be a finite slope >= 0, got {alpha}.")
+    m_id, s_id, m_alpha, s_alpha = kernels.leaky_relu_params(in_scale, out_scale, alpha)
+    act_min, act_max = int_range(out_bits)
+    kwargs = dict(input_zp=in_zp, output_zp=out_zp, identity_multiplier=m_id, identity_shift=s_id,
+                  alpha_multiplier=m_alpha, alpha_shift=s_alpha, act_min=act_min, act_max=act_max,
+                  input_bits=in_bits, output_bits=out_bits)
+
+    def run(args):
+        return [outp.write(backend("leaky_relu", inp.read(args[0]), **kwargs))]
+    return run
+
+
 def _prepare_pool(node, backend, op):
     node.arity(1, 1)
     x, out = node.inputs[0], node.outputs[0]
@@ -523,6 +557,7 @@ def prepare_functions(kernels_backend="numpy"):
         ADD: lambda node: _prepare_add(node, backend),
         AVERAGE_POOL_2D: lambda node: _prepare_pool(node, backend, "average_pool_2d"),
         MAX_POOL_2D: lambda node: _prepare_pool(node, backend, "max_pool_2d"),
+        LEAKY_RELU: lambda node: _prepare_leaky_relu(node, backend),
     }
 
 

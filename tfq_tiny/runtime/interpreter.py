@@ -902,9 +902,12 @@ def _prepare_leaky_relu(node):
     node.check(out.shape == x.shape, f"output shape {list(out.shape)} != input shape {list(x.shape)}.")
     node.check(np.isfinite(alpha), f"alpha must be finite, got {alpha}.")
 
+    m_id, s_id, m_alpha, s_alpha = kernels.leaky_relu_params(in_scale, out_scale, alpha)
+
     def run(args):
-        return [kernels.leaky_relu(args[0], input_scale=in_scale, input_zp=in_zp,
-                                   output_scale=out_scale, output_zp=out_zp, alpha=alpha)]
+        return [kernels.leaky_relu(args[0], input_zp=in_zp, output_zp=out_zp,
+                                   identity_multiplier=m_id, identity_shift=s_id,
+                                   alpha_multiplier=m_alpha, alpha_shift=s_alpha)]
     return run
 
 

@@ -541,14 +541,15 @@ def leaky_relu_params(input_scale, output_scale, alpha):
     return identity + negative
 
 
-def leaky_relu(x, *, input_scale, input_zp, output_scale, output_zp, alpha):
-    """``reference_ops::QuantizeLeakyRelu`` int8 -> int8: each input offset by its zero point
-    and rescaled by the identity multiplier where >= 0, by the alpha multiplier below."""
-    m_id, s_id, m_alpha, s_alpha = leaky_relu_params(input_scale, output_scale, alpha)
+def leaky_relu(x, *, input_zp, output_zp, identity_multiplier, identity_shift, alpha_multiplier,
+               alpha_shift, act_min=-128, act_max=127):
+    """``reference_ops::QuantizeLeakyRelu``: each input offset by its zero point and rescaled
+    by the identity multiplier where >= 0, by the alpha multiplier below (``leaky_relu_params``),
+    plus the output zero point, clamped to the output range (int8, or a packed width's)."""
     v = ar.as_i64(x) - int(input_zp)
-    out = np.where(v >= 0, ar.multiply_by_quantized_multiplier(v, m_id, s_id),
-                   ar.multiply_by_quantized_multiplier(v, m_alpha, s_alpha)) + int(output_zp)
-    return np.clip(out, -128, 127).astype(np.int8)
+    out = np.where(v >= 0, ar.multiply_by_quantized_multiplier(v, identity_multiplier, identity_shift),
+                   ar.multiply_by_quantized_multiplier(v, alpha_multiplier, alpha_shift))
+    return np.clip(out + int(output_zp), act_min, act_max).astype(np.int8)
 
 
 def tanh(x, *, input_scale, input_zp):

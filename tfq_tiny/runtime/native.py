@@ -22,7 +22,7 @@ import numpy as np
 
 from tfq_tiny.errors import TfqError
 from tfq_tiny.export.packing import pack, packed_size, unpack
-from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, check_bits
+from tfq_tiny.quantization.grid import DEPLOYABLE_BITS, check_bits, int_range
 from tfq_tiny.runtime.kernels import _pair
 
 ABI_VERSION = 2
@@ -104,6 +104,7 @@ _SIGNATURES = {
     "tfq_add": (_i32, [_P(_AddParams), _P(_Tensor), _P(_Tensor), _P(_Tensor)]),
     "tfq_average_pool_2d": (_i32, [_P(_PoolParams), _P(_Tensor), _P(_Tensor)]),
     "tfq_max_pool_2d": (_i32, [_P(_PoolParams), _P(_Tensor), _P(_Tensor)]),
+    "tfq_leaky_relu": (_i32, [_i32] * 6 + [_P(_Tensor), _P(_Tensor)]),
     "tfq_pack": (_i32, [ctypes.c_void_p, _i32, _i32, ctypes.c_void_p, ctypes.c_uint64]),
     "tfq_unpack": (_i32, [ctypes.c_void_p, ctypes.c_uint64, _i32, _i32, ctypes.c_void_p,
                           ctypes.c_uint64]),
@@ -380,6 +381,30 @@ def add(x1, x2, *, input1_zp, input2_zp, output_zp, left_shift, input1_multiplie
                               ctypes.byref(out_t)))
     del a_buf, b_buf
     return _result(out_buf, output_bits, count, out_shape)
+
+
+def leaky_relu(x, *, input_zp, output_zp, identity_multiplier, identity_shift,
+               alpha_multiplier, alpha_shift, act_min=None, act_max=None, input_bits=8,
+               output_bits=8):
+    """LEAKY_RELU (TFLM's QuantizeLeakyRelu on packed 2/4/8-bit tensors) in C++; it clamps to
+    the full output range, which ``act_min``/``act_max`` may name (the NumPy kernel's form)."""
+    lib = _load()
+    input_bits, output_bits = _bits(input_bits, "input_bits"), _bits(output_bits, "output_bits")
+    full = int_range(output_bits)
+    if (act_min, act_max) not in ((None, None), full):
+        raise NativeKernelError("leaky_relu", 10, f"clamps to the full {output_bits}-bit range "
+                                f"{list(full)}, not [{act_min}, {act_max}]")
+    x = _as_int_array(x, "leaky_relu input")
+    shape = x.shape or (1,)
+    x_buf, x_t = _packed_input(x.reshape(shape), input_bits, "leaky_relu input")
+    out_buf, out_t, count = _output(shape, output_bits)
+    _check("leaky_relu", lib.tfq_leaky_relu(
+        -_int32(input_zp, "input_zp"), _int32(output_zp, "output_zp"),
+        _int32(identity_multiplier, "identity_multiplier"),
+        _int32(identity_shift, "identity_shift"), _int32(alpha_multiplier, "alpha_multiplier"),
+        _int32(alpha_shift, "alpha_shift"), ctypes.byref(x_t), ctypes.byref(out_t)))
+    del x_buf
+    return _result(out_buf, output_bits, count, shape).reshape(x.shape)
 
 
 def _pool(op, fn, x, filter_hw, stride, pad, out_hw, act_min, act_max, input_bits, output_bits,
