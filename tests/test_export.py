@@ -1019,3 +1019,75 @@ def test_leaky_relu_deploys_as_leaky_relu_at_every_width(policy):
     assert np.array_equal(ours, Interpreter(model_content=model_bytes, kernels="native").run(xs)[0])
     if policy == "w8a8":
         assert np.array_equal(ours, np.asarray(run_tflm(model_bytes, xs)).reshape(ours.shape))
+
+
+_TFLITE_TYPE = {fb.TensorType.FLOAT32: 1, fb.TensorType.INT32: 2, fb.TensorType.UINT8: 3,
+                fb.TensorType.INT16: 7, fb.TensorType.INT8: 9, fb.TensorType.INT4: 18,
+                fb.TensorType.INT2: 20}
+"""Schema TensorType -> TfLiteType (tflm/api_stubs common.h)."""
+
+
+def _glue_cases(model_bytes, x):
+    """(custom code, glue_run stdin, the shim's output bytes) of every TFQ operator of
+    ``model_bytes`` after the shim ran ``x`` (activations from the shim, constants from the
+    flatbuffer's buffers, quantization from its tensors)."""
+    model = flatbuffer.read_model(model_bytes)
+    graph = model.subgraphs[0]
+    shim = Interpreter(model_content=model_bytes)
+    shim.run(x)
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex].customCode
+        if not code:
+            continue
+        ins, outs = [int(i) for i in op.inputs], [int(i) for i in op.outputs]
+        local = {t: k for k, t in enumerate(dict.fromkeys(t for t in ins + outs if t >= 0))}
+        words = [code.decode(), bytes(np.asarray(op.customOptions, np.uint8)).hex() or "-",
+                 str(len(local))]
+        for t in local:
+            tensor = graph.tensors[t]
+            q = tensor.quantization
+            scales = [] if q is None or q.scale is None else [repr(float(s)) for s in q.scale]
+            zps = [] if q is None or q.zeroPoint is None else [str(int(z)) for z in q.zeroPoint]
+            buffer = model.buffers[tensor.buffer].data if tensor.buffer else None
+            if buffer is not None and len(buffer):
+                data = bytes(np.asarray(buffer, np.uint8))
+            else:
+                value = shim.get_tensor(t)
+                data = bytes(value.nbytes) if t in outs else value.tobytes()
+            words += [str(_TFLITE_TYPE[tensor.type]), str(len(tensor.shape)),
+                      *map(str, tensor.shape), str(len(scales)), *scales, str(len(zps)), *zps,
+                      data.hex() or "-"]
+        words += [str(len(ins)), *(str(local.get(t, -1)) for t in ins),
+                  str(len(outs)), *(str(local[t]) for t in outs)]
+        yield code.decode(), " ".join(words), shim.get_tensor(outs[0]).tobytes()
+
+
+def test_tflm_glue_runs_every_tfq_operator_as_the_shim(exports):
+    """The glue's Init/Prepare/Invoke (tflm/tfq_ops.cc), built under ASan + UBSan against a host
+    stand-in of the TFLM API (tests/glue_run.cc), on every TFQ operator of the image model
+    (W4A4, W2A2, mixed), a causal TCN (EXPLICIT padding) and a W4A4/W2A2 LeakyReLU model, fed
+    the shim's own inputs: the same output bytes as the shim, every operator kind covered.
+    Not a real TFLM (no allocator, planner or TFLM struct layouts)."""
+    import subprocess
+
+    make = subprocess.run(["make", "-C", os.path.join(os.path.dirname(__file__), "..", "tflm_ext"),
+                           "-j2", "glue-run"], capture_output=True, text=True, timeout=1800)
+    assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
+    driver = os.path.join(os.path.dirname(__file__), "..", "tflm_ext", "build", "glue_run")
+    rng = np.random.RandomState(3)
+    models = [exports("image", p)[1:] for p in ("w4a4", "w2a2", "mixed")]
+    tcn = tfq_tiny.quantize_model(_tcn(), "w4a4", calibration_data=rng.randn(64, 50, 6).astype(np.float32))
+    models.append((to_tflite(tcn), rng.randn(1, 50, 6).astype(np.float32)))
+    i = L.Input((8, 8, 3))
+    leaky = keras.Model(i, L.LeakyReLU(0.2)(L.Conv2D(6, 3, padding="same")(i)))
+    for policy in ("w4a4", "w2a2"):
+        q = tfq_tiny.quantize_model(leaky, policy, calibration_data=rng.randn(32, 8, 8, 3).astype(np.float32))
+        models.append((to_tflite(q), rng.randn(1, 8, 8, 3).astype(np.float32)))
+    seen = set()
+    for model_bytes, x in models:
+        for code, stdin, expected in _glue_cases(model_bytes, quantize_input(model_bytes, x[:1])):
+            run = subprocess.run([driver], input=stdin, capture_output=True, text=True, timeout=60)
+            assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr[-3000:]
+            assert run.stdout.split() == ["ok", expected.hex()], (code, run.stdout, run.stderr)
+            seen.add(code)
+    assert seen == set(custom_ops.CUSTOM_CODES)
