@@ -926,6 +926,7 @@ def test_fixed_grid_ranges_give_the_grids_tflm_writes():
 def _tcn(seed=0):
     """A small temporal convolutional network: causal Conv1D layers with dilations 1/2/4,
     kernels 3 and 2, a residual Add and a strided causal layer."""
+    keras.utils.set_random_seed(seed)
     x = inp = L.Input((50, 6))
     x = L.Conv1D(12, 3, padding="causal", activation="relu", name="c1")(x)
     y = L.Conv1D(12, 3, padding="causal", dilation_rate=2, activation="relu", name="c2")(x)
@@ -942,36 +943,49 @@ def _tcn(seed=0):
     return model
 
 
-@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
-def test_causal_conv1d_deploys_with_explicit_padding(policy):
-    """TFLite has no causal padding (TF lowers it to PAD + SPACE_TO_BATCH around the conv): a
-    causal Conv1D exports as TFQ_CONV_2D with EXPLICIT padding, (k - 1) * dilation zeros before
-    the time axis and none after, at every width; the SAME conv stays a builtin at W8A8. Every
-    layer equals the simulation, and the NumPy and C++ kernels agree on every output."""
+@pytest.mark.parametrize("policy,causal_int8", [("w8a8", "pad"), ("w8a8", "custom"),
+                                                 ("w4a4", "pad")])
+def test_causal_conv1d_deploys_with_explicit_padding(policy, causal_int8):
+    """TFLite has no causal padding (TF lowers it to PAD + SPACE_TO_BATCH around the conv). With
+    8-bit tensors a causal Conv1D deploys as TFLM builtins PAD + VALID CONV_2D (the default,
+    stock TFLM runs it: checked against the real interpreter) or, with causal_int8="custom", as
+    TFQ_CONV_2D with EXPLICIT padding, (k - 1) * dilation zeros before the time axis and none
+    after; below 8 bits always the latter. Every layer equals the simulation, and the NumPy
+    and C++ kernels agree on every output."""
     model = _tcn()
     rng = np.random.RandomState(1)
     calib, x = rng.randn(128, 50, 6).astype(np.float32), rng.randn(24, 50, 6).astype(np.float32)
     qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
-    model_bytes = to_tflite(qmodel)
+    model_bytes = to_tflite(qmodel, causal_int8=causal_int8)
     fb_model = flatbuffer.read_model(model_bytes)
     graph = fb_model.subgraphs[0]
     ops = {}
     for op in graph.operators:
         code = fb_model.operatorCodes[op.opcodeIndex]
         options = (custom_ops.decode_options(bytes(np.asarray(op.customOptions, np.uint8)))
-                   if code.customCode else None)
-        ops[graph.tensors[op.outputs[0]].name.decode().split("/")[0]] = (code.customCode, options)
+                   if code.customCode else op.builtinOptions)
+        ops[graph.tensors[op.outputs[0]].name.decode().split("/")[0]] = (code, options)
+    pads = sum(code.builtinCode == fb.BuiltinOperator.PAD for code, _ in ops.values())
+    builtin = policy == "w8a8" and causal_int8 == "pad"
     for name, taps in (("c1", 2), ("c2", 4), ("c3", 4), ("c4", 2)):
-        custom, options = ops[name]
-        assert custom == b"TFQ_CONV_2D", name
-        assert options["padding"] == "EXPLICIT" and options["pad_w"] == taps, (name, options)
-        assert options.get("pad_h", 0) == 0
-    assert (ops["c5"][0] is None) == (policy == "w8a8")
+        code, options = ops[name]
+        if builtin:
+            assert code.builtinCode == fb.BuiltinOperator.CONV_2D, name
+            assert options.padding == fb.Padding.VALID
+        else:
+            assert code.customCode == b"TFQ_CONV_2D", name
+            assert options["padding"] == "EXPLICIT" and options["pad_w"] == taps, (name, options)
+            assert options.get("pad_h", 0) == 0
+    assert pads == (4 if builtin else 0)
+    assert (ops["c5"][0].customCode is None) == (policy == "w8a8")
     report = layer_agreement(qmodel, model_bytes, x)
     assert all(r["exact"] == 1.0 for r in report.values()), report
     xs = quantize_input(model_bytes, x)
     outputs = [Interpreter(model_content=model_bytes, kernels=k).run(xs)[0] for k in ("numpy", "native")]
     assert np.array_equal(outputs[0], outputs[1])
+    if builtin:
+        tflm = np.asarray(run_tflm(model_bytes, xs)).reshape(outputs[0].shape)
+        assert np.array_equal(outputs[0], tflm)
 
 
 def test_explicit_padding_is_checked_like_the_glue():

@@ -30,6 +30,9 @@ flags.DEFINE_enum("int2_type", "INT8", ["INT8", "INT2"],
 flags.DEFINE_enum("dense_int4", "custom", ["custom", "conv_1x1"],
                   "Dense with 4-bit weights and 8-bit activations: TFQ_FULLY_CONNECTED, or a "
                   "1x1 CONV_2D builtin (no custom operator needed).")
+flags.DEFINE_enum("causal_int8", "pad", ["pad", "custom"],
+                  "Causal Conv1D with 8-bit input and output: PAD + CONV_2D builtins (stock "
+                  "TFLM; a padded input copy in RAM), or TFQ_CONV_2D with explicit padding.")
 flags.DEFINE_bool("strip_strings", True, "Leave out tensor/subgraph names and the description "
                   "(no interpreter reads them; ~12 B of FLASH per tensor). --nostrip_strings "
                   "keeps them for debugging (per-layer comparisons need the names).")
@@ -53,6 +56,7 @@ def main(argv):
     qmodel = tfq_tiny.load_model(FLAGS.model)
     model_bytes = converter.to_tflite(qmodel, input_type=FLAGS.input_type,
                                       int2_type=FLAGS.int2_type, dense_int4=FLAGS.dense_int4,
+                                      causal_int8=FLAGS.causal_int8,
                                       litert_compatible=FLAGS.litert_compatible,
                                       strip_strings=FLAGS.strip_strings)
     atomic_write(FLAGS.output, model_bytes)

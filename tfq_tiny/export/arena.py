@@ -49,7 +49,7 @@ TYPE_BYTES = {_T.FLOAT32: 4, _T.FLOAT16: 2, _T.FLOAT64: 8, _T.INT32: 4, _T.UINT3
 """TFLM's ``TfLiteTypeSizeOf`` (memory_helpers.cc); INT4 activations take one byte per element."""
 
 NO_SCRATCH = ("ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "EXPAND_DIMS", "SQUEEZE",
-              "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH", "LEAKY_RELU", "QUANTIZE",
+              "CONCATENATION", "SOFTMAX", "LOGISTIC", "TANH", "LEAKY_RELU", "PAD", "QUANTIZE",
               "DEQUANTIZE")
 """Builtins whose TFLM reference kernels request no scratch buffer for int8 tensors."""
 INT4_FILTER_SCRATCH = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

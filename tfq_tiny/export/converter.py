@@ -54,6 +54,7 @@ METADATA_NAME = "tfq_tiny"
 INPUT_TYPES = ("int8", "float32")
 INT2_TYPES = ("INT8", "INT2")
 DENSE_INT4 = ("custom", "conv_1x1")
+CAUSAL_INT8 = ("pad", "custom")
 FIXED_GRIDS = {"softmax": ("SOFTMAX", kernels.SOFTMAX_OUTPUT_SCALE, kernels.SOFTMAX_OUTPUT_ZP),
                "sigmoid": ("LOGISTIC", kernels.LOGISTIC_OUTPUT_SCALE, kernels.LOGISTIC_OUTPUT_ZP),
                "tanh": ("TANH", kernels.TANH_OUTPUT_SCALE, kernels.TANH_OUTPUT_ZP)}
@@ -579,11 +580,13 @@ def _quantization(scales, zero_points, axis=0):
 class _Writer:
     """Builds the rewritten operator list of ``tfl`` for ``plan``."""
 
-    def __init__(self, tfl, plan, tensor_of, int2_type, dense_int4, litert_compatible=False):
+    def __init__(self, tfl, plan, tensor_of, int2_type, dense_int4, litert_compatible=False,
+                 causal_int8="pad"):
         self.tfl, self.plan, self.tensor_of = tfl, plan, tensor_of
         self.model, self.graph = tfl.model, tfl.graph
         self.int2_type = int2_type
         self.dense_int4 = dense_int4
+        self.causal_int8 = causal_int8
         self.filter_zero_points = None if litert_compatible else 1
         self.operators = []
 
@@ -688,9 +691,12 @@ class _Writer:
             self.dense_as_conv(tfl_op, op)
             return
         self.operators.append(tfl_op)
+        causal = is_causal(op.layer)
         builtin = all_8bit and (bits == 8 or (bits == 4 and name != "FULLY_CONNECTED")) \
-            and not is_causal(op.layer)
+            and (not causal or self.causal_int8 == "pad")
         if builtin:
+            if causal:
+                self.pad_before(tfl_op, causal_padding(op.layer, self.tfl.shape(x)))
             return
         fused = self.plan.fused_activation(op)
         options = {"input_bits": in_grid.storage_bits, "weight_bits": bits,
@@ -705,6 +711,29 @@ class _Writer:
             if name == "DEPTHWISE_CONV_2D":
                 options["depth_multiplier"] = int(o.depthMultiplier)
         self.make_custom(tfl_op, name, **options)
+
+    def pad_before(self, tfl_op, padding):
+        """A builtin PAD (zeros: the input's zero point) in front of convolution ``tfl_op``, which
+        then runs VALID: a causal Conv1D on TFLM builtins, at the cost of a padded copy of its
+        input in RAM."""
+        x = int(tfl_op.inputs[0])
+        like = self.graph.tensors[x]
+        shape = list(self.tfl.shape(x))
+        shape[1] += padding["pad_h"]
+        shape[2] += padding["pad_w"]
+        padded = self.add_tensor(f"{_text(like.name)}/causal_pad", shape, like.type, 0,
+                                 like.quantization)
+        self.tensor_of[padded] = self.tensor_of[x]
+        pairs = np.array([[0, 0], [padding["pad_h"], 0], [padding["pad_w"], 0], [0, 0]], "<i4")
+        paddings = self.add_tensor(f"{_text(like.name)}/paddings", [4, 2],
+                                   schema_fb.TensorType.INT32, self.add_buffer(pairs.tobytes()))
+        self.operators.insert(len(self.operators) - 1, self.operator(
+            self.opcode(_OPS.PAD), [x, paddings], [padded], schema_fb.BuiltinOptions.PadOptions,
+            schema_fb.PadOptionsT()))
+        inputs = list(tfl_op.inputs)
+        inputs[0] = padded
+        tfl_op.inputs = np.asarray(inputs, np.int32)
+        tfl_op.builtinOptions.padding = schema_fb.Padding.VALID
 
     def dense_as_conv(self, tfl_op, op):
         """FULLY_CONNECTED with an INT4 filter as RESHAPE + 1x1 CONV_2D + RESHAPE (TFLM builtins:
@@ -1017,7 +1046,7 @@ def _add_metadata(model, info):
 
 
 def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", dense_int4="custom",
-              litert_compatible=False, strip_strings=False):
+              litert_compatible=False, strip_strings=False, causal_int8="pad"):
     """Export a quantized tf_keras model (2/4/8-bit weights and activations) to TFLite bytes.
 
     Args:
@@ -1036,6 +1065,10 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
         point for all channels, which TFLM's allocator accepts (its "space-saving optimization"):
         up to 8 bytes per output channel less FLASH (4 kB on MobileNetV1-0.25, whose filters of
         equal channel count share one zero-point vector).
+      causal_int8: a causal Conv1D whose input and output are 8-bit deploys as "pad" (TFLM
+        builtins PAD + VALID CONV_2D, what TFLite itself emits: stock TFLM runs it, with a
+        padded copy of the input in RAM) or "custom" (TFQ_CONV_2D with explicit padding, no
+        copy). Below 8 bits it is always TFQ_CONV_2D.
       strip_strings: leave out the strings no interpreter needs: tensor and subgraph names, the
         model description and signature defs (as TFLite's ``strip_strings`` tool does; custom
         codes and the metadata stay). A flash saving for deployment, about 12 B per tensor;
@@ -1055,6 +1088,8 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
         raise ExportError(f"int2_type must be one of {INT2_TYPES}, got {int2_type!r}.")
     if dense_int4 not in DENSE_INT4:
         raise ExportError(f"dense_int4 must be one of {DENSE_INT4}, got {dense_int4!r}.")
+    if causal_int8 not in CAUSAL_INT8:
+        raise ExportError(f"causal_int8 must be one of {CAUSAL_INT8}, got {causal_int8!r}.")
     plan = _Plan(qmodel)
     for name in plan.inputs:
         if input_type == "float32":
@@ -1068,7 +1103,7 @@ def to_tflite(qmodel, *, input_type="int8", metadata=None, int2_type="INT8", den
     if len(tfl.model.subgraphs) != 1:
         raise ExportError(f"TF's model has {len(tfl.model.subgraphs)} subgraphs; expected 1.")
     op_of, tensor_of = _match(tfl, plan)
-    writer = _Writer(tfl, plan, tensor_of, int2_type, dense_int4, litert_compatible)
+    writer = _Writer(tfl, plan, tensor_of, int2_type, dense_int4, litert_compatible, causal_int8)
     for i, tfl_op in enumerate(list(tfl.graph.operators)):
         name = tfl.op_name(tfl_op)
         op = op_of.get(i)

@@ -29,7 +29,7 @@ RESOLVER_METHODS = {
     "DEPTHWISE_CONV_2D": "AddDepthwiseConv2D", "DEQUANTIZE": "AddDequantize",
     "EXPAND_DIMS": "AddExpandDims", "FULLY_CONNECTED": "AddFullyConnected",
     "LEAKY_RELU": "AddLeakyRelu", "LOGISTIC": "AddLogistic", "MAX_POOL_2D": "AddMaxPool2D",
-    "MEAN": "AddMean",
+    "MEAN": "AddMean", "PAD": "AddPad",
     "QUANTIZE": "AddQuantize", "RESHAPE": "AddReshape", "SOFTMAX": "AddSoftmax",
     "SQUEEZE": "AddSqueeze", "TANH": "AddTanh",
 }

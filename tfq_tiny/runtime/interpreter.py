@@ -783,6 +783,29 @@ def _prepare_reshape(node):
     return _copy_to(out.shape)
 
 
+@_builtin("PAD")
+def _prepare_pad(node):
+    """TFLM's int8 PAD: the input copied into zeros' place, padding with the output zero
+    point (TFLM requires one grid in and out)."""
+    node.arity(2, 2)
+    x, paddings_t = node.inputs
+    out = node.outputs[0]
+    node.check(x.bits == 8 and out.bits == 8, "PAD runs int8 -> int8 only.")
+    (in_scale, in_zp), (out_scale, out_zp) = (_per_tensor(node, t, w) for t, w in ((x, "input"), (out, "output")))
+    node.check(np.float32(in_scale) == np.float32(out_scale) and in_zp == out_zp,
+               "input and output must share scale and zero point (as TFLM's int8 PAD requires).")
+    flat = _constant_ints(node, paddings_t, "paddings")
+    node.check(len(flat) == 2 * len(x.shape) and min(flat) >= 0,
+               f"paddings must hold {len(x.shape)} non-negative (before, after) pairs, got {flat}.")
+    pads = [(flat[2 * i], flat[2 * i + 1]) for i in range(len(x.shape))]
+    expected = tuple(d + a + b for d, (a, b) in zip(x.shape, pads))
+    node.check(out.shape == expected, f"output shape {list(out.shape)} != padded shape {list(expected)}.")
+
+    def run(args):
+        return [np.pad(np.asarray(args[0]), pads, constant_values=out_zp).astype(np.int8)]
+    return run
+
+
 @_builtin("EXPAND_DIMS")
 def _prepare_expand_dims(node):
     node.arity(2, 2)
