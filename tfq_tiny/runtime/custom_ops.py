@@ -396,8 +396,8 @@ def _prepare_conv(node, backend, depthwise):
         node.check(all(kernels.explicit_padding_fits(*axis) for axis in zip(
             inp.shape[1:3], w.shape[1:3], stride, dilation, pad, out_hw)),
             f"explicit padding {list(pad)} (before) cannot give output height/width "
-            f"{list(out_hw)} from input {list(inp.shape[1:3])}: each side pads at most "
-            "(filter - 1) * dilation.")
+            f"{list(out_hw)} from input {list(inp.shape[1:3])}: fewer zeros than (filter - 1) * "
+            "dilation + 1 before, and at most as many after.")
     else:
         pad, out_hw = kernels.compute_padding(inp.shape[1:3], w.shape[1:3], stride, dilation,
                                               opt.padding())
