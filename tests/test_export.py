@@ -1105,3 +1105,53 @@ def test_tflm_glue_runs_every_tfq_operator_as_the_shim(exports):
             assert run.stdout.split() == ["ok", expected.hex()], (code, run.stdout, run.stderr)
             seen.add(code)
     assert seen == set(custom_ops.CUSTOM_CODES)
+
+
+def _ds_cnn_1d():
+    """A 1-D depthwise-separable KWS-style network: Conv1D/BN/ReLU, DepthwiseConv1D/BN/ReLU +
+    pointwise, a SeparableConv1D with depth multiplier 2, a dilated DepthwiseConv1D (ReLU6)."""
+    keras.utils.set_random_seed(0)
+    x = inp = L.Input((49, 10))
+    x = L.ReLU(name="r0")(L.BatchNormalization(name="bn0")(L.Conv1D(16, 5, strides=2, padding="same", name="c0")(x)))
+    y = L.ReLU(name="r1")(L.BatchNormalization(name="bn1")(L.DepthwiseConv1D(3, padding="same", name="dw1")(x)))
+    y = L.ReLU(name="r2")(L.BatchNormalization(name="bn2")(L.Conv1D(16, 1, name="pw1")(y)))
+    y = L.SeparableConv1D(16, 3, padding="same", depth_multiplier=2, activation="relu", name="sep")(y)
+    y = L.DepthwiseConv1D(3, dilation_rate=2, padding="same", activation="relu6", name="dw2")(y)
+    model = keras.Model(inp, L.Dense(12, name="logits")(L.GlobalAveragePooling1D(name="gap")(y)))
+    return _randomize_bn(model, 2)
+
+
+@pytest.mark.parametrize("policy", ["w8a8", "w4a4"])
+def test_depthwise_conv1d_and_separable_conv1d_deploy(policy):
+    """DepthwiseConv1D and SeparableConv1D (split into DepthwiseConv1D + 1x1 Conv1D) quantize
+    and deploy as DEPTHWISE_CONV_2D over [N, 1, T, C]: BN fold and CLE keep the float outputs,
+    every layer equals the simulation, NumPy == C++ kernels, and W8A8 equals the real TFLM."""
+    from tfq_tiny.analysis import model_statistics
+    from tfq_tiny.preprocess import preprocess
+
+    model = _ds_cnn_1d()
+    macs = {o.name: o.macs for o in model_statistics(model).ops}
+    # output elements x window: 25 steps x 16 (x2 for the multiplier) x 3 taps; pointwise 25x16x32
+    assert [macs[n] for n in ("dw1", "sep_depthwise", "sep_pointwise", "dw2")] == \
+        [1200, 2400, 12800, 1200]
+    rng = np.random.RandomState(0)
+    calib, x = rng.randn(128, 49, 10).astype(np.float32), rng.randn(16, 49, 10).astype(np.float32)
+    np.testing.assert_allclose(preprocess(model, ("bn_fold", "cle")).predict(x, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
+    model_bytes = to_tflite(qmodel)
+    report = layer_agreement(qmodel, model_bytes, x)
+    assert {"dw1", "sep_depthwise", "sep_pointwise", "dw2"} <= set(report)
+    assert all(r["exact"] == 1.0 for r in report.values()), report
+    xs = quantize_input(model_bytes, x)
+    ours = Interpreter(model_content=model_bytes).run(xs)[0]
+    assert np.array_equal(ours, Interpreter(model_content=model_bytes, kernels="native").run(xs)[0])
+    if policy == "w8a8":
+        assert np.array_equal(ours, np.asarray(run_tflm(model_bytes, xs)).reshape(ours.shape))
+
+
+def test_causal_separable_conv1d_is_refused_by_name():
+    i = L.Input((20, 4))
+    model = keras.Model(i, L.SeparableConv1D(4, 3, padding="causal", name="csep")(i))
+    with pytest.raises(TfqError, match="csep.*causal"):
+        tfq_tiny.quantize_model(model, "w8a8", calibration_data=np.zeros((4, 20, 4), np.float32))

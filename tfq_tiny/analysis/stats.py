@@ -16,6 +16,7 @@ import numpy as np
 from tfq_tiny._compat import keras
 from tfq_tiny.analysis.ops import FLOAT_BITS, op_graph
 from tfq_tiny.quantization.calibration import QuantizeWrapper
+from tfq_tiny.quantization.configs import is_depthwise
 
 BIAS_BYTES = 4
 SCALE_BYTES = 4
@@ -75,8 +76,8 @@ def _macs(op, tensors):
     k = op.kernel_shape
     if isinstance(layer, keras.layers.Dense):
         return int(np.prod(out.shape[:-1] or (1,))) * k[0] * k[1]
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return out.elements * k[0] * k[1]
+    if is_depthwise(layer):
+        return out.elements * int(np.prod(k[:-2]))   # the window: [*window, C, multiplier]
     return out.elements * int(np.prod(k[:-1]))
 
 

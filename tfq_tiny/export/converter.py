@@ -77,7 +77,7 @@ logical shape in the TFQ operators' options and (for model inputs/outputs) in th
 (packed bytes first). The shim and the glue read all four."""
 _KERAS_TYPES = {
     "CONV_2D": ("Conv1D", "Conv2D"),
-    "DEPTHWISE_CONV_2D": ("DepthwiseConv2D",),
+    "DEPTHWISE_CONV_2D": ("DepthwiseConv1D", "DepthwiseConv2D"),
     "FULLY_CONNECTED": ("Dense",),
     "ADD": ("Add",),
     "AVERAGE_POOL_2D": ("AveragePooling1D", "AveragePooling2D"),
@@ -401,6 +401,11 @@ def _tfl_layout(op, codes, tfl_shape):
         filt = filt.reshape(tfl_shape)
     elif kind == "DepthwiseConv2D":
         filt = codes.reshape((1,) + codes.shape[:2] + (-1,))
+    elif kind == "DepthwiseConv1D":
+        filt = codes.reshape(tuple(tfl_shape[:3]) + (-1,))
+        if 1 not in tfl_shape[1:3] or filt.size != int(np.prod(tfl_shape)):
+            raise ExportError(f"layer '{op.name}': TF lowered the DepthwiseConv1D filter to "
+                              f"{list(tfl_shape)}, not [1, 1, K, C*M] or [1, K, 1, C*M].")
     else:
         filt = np.transpose(codes)
     if tuple(filt.shape) != tuple(tfl_shape):
@@ -473,7 +478,7 @@ def _weights_match(tfl, tfl_op, op, plan):
         filt = _tfl_layout(op, codes, filter_shape)
     except ExportError:
         return False
-    axis = 3 if op.type == "DepthwiseConv2D" else 0
+    axis = 3 if op.type.startswith("DepthwiseConv") else 0
     shape = [1] * filt.ndim
     shape[axis] = scales.size
     ours = filt * scales.astype(np.float64).reshape(shape)

@@ -3,7 +3,7 @@
 Each step returns a new model whose float outputs equal the input model's (to float
 tolerance). Four always run (``as_deployed``), because the integer kernels have no BatchNorm,
 no PAD, no input scaling and no two-operator layers: folding ZeroPadding into the SAME padding
-of the convolution after it, splitting SeparableConv2D and softmax/sigmoid/tanh-activated weight layers,
+of the convolution after it, splitting SeparableConv1D/2D and softmax/sigmoid/tanh-activated weight layers,
 folding Rescaling/Normalization into the weight layers they feed, then BatchNorm folding.
 Cross-layer equalization is optional.
 """

@@ -11,36 +11,37 @@ import numpy as np
 
 from tfq_tiny._compat import keras
 from tfq_tiny.graph import Graph, copy_model
-from tfq_tiny.quantization.configs import activation_name, weight_attr
+from tfq_tiny.quantization.configs import activation_name, is_depthwise, weight_attr
 
 _MAX_ROUNDS = 20
 _TOL = 1e-6
 
 
-def _is_depthwise(layer):
-    return isinstance(layer, keras.layers.DepthwiseConv2D)
+def _window_axes(kernel):
+    """The window axes of a depthwise kernel ``[*window, C, multiplier]``."""
+    return tuple(range(kernel.ndim - 2))
 
 
 def _out_absmax(layer):
     k = layer.get_weights()[0]
-    if _is_depthwise(layer):
-        return np.max(np.abs(k), axis=(0, 1)).reshape(-1)
+    if is_depthwise(layer):
+        return np.max(np.abs(k), axis=_window_axes(k)).reshape(-1)
     return np.max(np.abs(k.reshape(-1, k.shape[-1])), axis=0)
 
 
 def _in_absmax(layer):
     k = layer.get_weights()[0]
-    if _is_depthwise(layer):
+    if is_depthwise(layer):
         if k.shape[-1] != 1:
             return None
-        return np.max(np.abs(k), axis=(0, 1, 3))
+        return np.max(np.abs(k), axis=_window_axes(k) + (k.ndim - 1,))
     return np.max(np.abs(np.moveaxis(k, -2, 0).reshape(k.shape[-2], -1)), axis=1)
 
 
 def _scale_out(layer, s):
     weights = layer.get_weights()
     k = weights[0]
-    shape = k.shape[-2:] if _is_depthwise(layer) else k.shape[-1:]
+    shape = k.shape[-2:] if is_depthwise(layer) else k.shape[-1:]
     weights[0] = k / s.reshape(shape)
     if layer.use_bias:
         weights[1] = weights[1] / s

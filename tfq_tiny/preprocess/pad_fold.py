@@ -11,7 +11,7 @@ from tfq_tiny.graph import Graph, clone_call, rebuild
 
 layers = keras.layers
 _PADS = (layers.ZeroPadding1D, layers.ZeroPadding2D)
-_CONVS = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv2D)
+_CONVS = (layers.Conv1D, layers.Conv2D, layers.DepthwiseConv1D, layers.DepthwiseConv2D)
 
 
 def _same_padding(size, kernel, stride, dilation):

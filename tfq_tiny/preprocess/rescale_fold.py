@@ -15,7 +15,7 @@ import numpy as np
 from tfq_tiny._compat import keras
 from tfq_tiny.errors import UnsupportedLayerError
 from tfq_tiny.graph import Graph, clone_call, rebuild
-from tfq_tiny.quantization.configs import weight_attr
+from tfq_tiny.quantization.configs import is_depthwise, weight_attr
 
 layers = keras.layers
 SCALING_LAYERS = (layers.Rescaling, layers.Normalization)
@@ -75,7 +75,7 @@ def _folded_weights(layer, scale, offset):
     scale = np.broadcast_to(scale, (channels,)).reshape(channels, 1)
     offset = np.broadcast_to(offset, (channels,)).reshape(channels, 1)
     window = tuple(range(kernel.ndim - 2))
-    if isinstance(layer, layers.DepthwiseConv2D):
+    if is_depthwise(layer):
         shift = (kernel.sum(axis=window) * offset).reshape(-1)
     else:
         shift = (kernel.sum(axis=window) * offset).sum(axis=0)

@@ -3,8 +3,8 @@
 Keras layers that TFLite's own converter lowers to two operators are split the same way here,
 so that each quantized layer is one integer kernel with its own output grid:
 
-- ``SeparableConv2D`` -> ``DepthwiseConv2D`` (``<name>_depthwise``, no bias) and a 1x1
-  ``Conv2D`` (``<name>_pointwise``, with the bias and fused activation; a softmax, sigmoid or
+- ``SeparableConv1D/2D`` -> ``DepthwiseConv1D/2D`` (``<name>_depthwise``, no bias) and a 1x1
+  ``Conv1D/2D`` (``<name>_pointwise``, with the bias and fused activation; a softmax, sigmoid or
   tanh follows it as its own layer, as below);
 - a weight layer with ``activation="softmax"`` (the usual ``Dense(n, activation="softmax")``
   classifier head) -> the linear layer (same name) and ``Softmax`` (``<name>_softmax``), and
@@ -18,6 +18,7 @@ The outputs are the float model's (up to float32 summation order).
 """
 from tfq_tiny._compat import keras
 from tfq_tiny.graph import Graph, call_layer, clone_call, clone_layer, rebuild
+from tfq_tiny.errors import UnsupportedLayerError
 from tfq_tiny.quantization.configs import FIXED_GRID_RANGES, activation_name, weight_attr
 
 layers = keras.layers
@@ -31,7 +32,7 @@ def _needs_split(layer):
     if type(layer) in _GLOBAL_MAX:
         return layer.get_config().get("data_format", "channels_last") == "channels_last" and \
             None not in layer.input_shape[1:]
-    return type(layer) is layers.SeparableConv2D or (
+    return type(layer) in _SEPARABLE or (
         weight_attr(layer) is not None and activation_name(layer) in FIXED_GRID_RANGES)
 
 
@@ -43,16 +44,26 @@ def _global_max(layer, x):
     return layers.Reshape((layer.input_shape[-1],), name=f"{layer.name}_flat")(out)
 
 
+_SEPARABLE = {layers.SeparableConv1D: (layers.DepthwiseConv1D, layers.Conv1D),
+              layers.SeparableConv2D: (layers.DepthwiseConv2D, layers.Conv2D)}
+
+
 def _separable(layer, x):
     config = layer.get_config()
+    if config["padding"] == "causal":
+        raise UnsupportedLayerError(
+            f"SeparableConv1D '{layer.name}' has causal padding, which its depthwise half cannot "
+            "have as a layer of its own (Keras' DepthwiseConv1D refuses it). Use a causal Conv1D, "
+            "or padding='same'.")
+    depthwise_type, pointwise_type = _SEPARABLE[type(layer)]
     depthwise_kernel, pointwise_kernel, *bias = layer.get_weights()
-    depthwise = layers.DepthwiseConv2D(
+    depthwise = depthwise_type(
         config["kernel_size"], strides=config["strides"], padding=config["padding"],
         depth_multiplier=config["depth_multiplier"], data_format=config["data_format"],
         dilation_rate=config["dilation_rate"], use_bias=False, name=f"{layer.name}_depthwise")
     function = activation_name(layer)
     squash = function in FIXED_GRID_RANGES
-    pointwise = layers.Conv2D(config["filters"], 1, data_format=config["data_format"],
+    pointwise = pointwise_type(config["filters"], 1, data_format=config["data_format"],
                               activation="linear" if squash else config["activation"],
                               use_bias=config["use_bias"], name=f"{layer.name}_pointwise")
     y = depthwise(x)
@@ -80,7 +91,7 @@ def split_layers(model):
         layer = node.layer
         if not _needs_split(layer):
             return clone_call(node, inputs)
-        if type(layer) is layers.SeparableConv2D:
+        if type(layer) in _SEPARABLE:
             return _separable(layer, inputs[0])
         if type(layer) in _GLOBAL_MAX:
             return _global_max(layer, inputs[0])

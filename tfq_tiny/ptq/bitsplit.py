@@ -14,6 +14,7 @@ import numpy as np
 
 from tfq_tiny._compat import keras, tf
 from tfq_tiny.ptq.optimiser import Optimiser, register, weight_slots
+from tfq_tiny.quantization.configs import is_depthwise
 from tfq_tiny.quantization.grid import round_half_away
 
 MAX_ROWS = 1 << 16
@@ -40,7 +41,7 @@ def _patches(layer, x, rng):
     if isinstance(layer, keras.layers.Dense):
         rows = tf.reshape(x, [-1, x.shape[-1]]).numpy()
     else:
-        if isinstance(layer, keras.layers.Conv1D):
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.DepthwiseConv1D)):
             x = tf.expand_dims(x, 1)
             size, stride, rate = (1,) + layer.kernel_size, (1,) + layer.strides, \
                 (1,) + layer.dilation_rate
@@ -49,7 +50,7 @@ def _patches(layer, x, rng):
         patches = tf.image.extract_patches(x, [1, *size, 1], [1, *stride, 1], [1, *rate, 1],
                                            layer.padding.upper()).numpy()
         rows = patches.reshape(-1, patches.shape[-1])
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if is_depthwise(layer):
             rows = rows.reshape(len(rows), size[0] * size[1], x.shape[-1])
     if len(rows) > MAX_ROWS:
         rows = rows[rng.choice(len(rows), MAX_ROWS, replace=False)]
@@ -110,8 +111,8 @@ class BitSplit(Optimiser):
         rng = np.random.default_rng(self.config.seed)
         kernel = slot.weight.numpy().astype(np.float64)
         shape = kernel.shape
-        depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-        w = (kernel.reshape(shape[0] * shape[1], -1) if depthwise
+        depthwise = is_depthwise(layer)
+        w = (kernel.reshape(int(np.prod(shape[:-2])), -1) if depthwise
              else kernel.reshape(-1, shape[-1])).T
         scale = slot.variables["scale"].numpy().astype(np.float64).reshape(-1)
         h = _hessians(layer, _patches(layer, inputs, rng), w.shape[0])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from tfq_tiny._compat import QuantizeLayer, keras
 from tfq_tiny.graph import Graph
 from tfq_tiny.quantization.calibration import QuantizeWrapper
-from tfq_tiny.quantization.configs import fused_relu, unwrap, weight_attr
+from tfq_tiny.quantization.configs import fused_relu, is_depthwise, unwrap, weight_attr
 
 
 @dataclass
@@ -98,11 +98,11 @@ def find_units(qmodel, granularity="layer"):
             if name in taken:
                 continue
             layer = unwrap(graph[name].layer)
-            if isinstance(layer, keras.layers.DepthwiseConv2D):
+            if is_depthwise(layer):
                 first = _with_fused_relu(graph, name)
                 nxt = graph.sole_consumer(first[-1])
                 if nxt is not None and nxt.name not in taken and \
-                        type(unwrap(nxt.layer)) is keras.layers.Conv2D:
+                        type(unwrap(nxt.layer)) in (keras.layers.Conv1D, keras.layers.Conv2D):
                     group = first + _with_fused_relu(graph, nxt.name)
                     groups.append(group)
                     taken.update(group)

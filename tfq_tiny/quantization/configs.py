@@ -1,7 +1,7 @@
 """TFMOT ``QuantizeConfig``s for the layers tinyML models use, and the registry that picks them.
 
 Two configs cover everything: ``WeightLayerQuantizeConfig`` (a kernel quantized per output
-channel, plus the layer's output) for Conv1D/Conv2D/DepthwiseConv2D/Dense, and
+channel, plus the layer's output) for Conv1D/Conv2D/DepthwiseConv1D/DepthwiseConv2D/Dense, and
 ``OutputQuantizeConfig`` (the output only) for ReLU/ReLU6/LeakyReLU, Add, pooling, softmax, sigmoid,
 tanh and Concatenate layers.
 Layers that cannot move a value off the grid (Flatten, Reshape, Dropout, MaxPooling,
@@ -17,6 +17,7 @@ from tfq_tiny.quantization.quantizers import ActivationQuantizer, WeightQuantize
 layers = keras.layers
 
 WEIGHT_LAYERS = {
+    layers.DepthwiseConv1D: ("depthwise_kernel", (-2, -1)),
     layers.DepthwiseConv2D: ("depthwise_kernel", (-2, -1)),
     layers.Conv1D: ("kernel", (-1,)),
     layers.Conv2D: ("kernel", (-1,)),
@@ -195,6 +196,15 @@ def is_concatenate(layer):
     return isinstance(unwrap(layer), layers.Concatenate)
 
 
+DEPTHWISE_LAYERS = (layers.DepthwiseConv1D, layers.DepthwiseConv2D)
+
+
+def is_depthwise(layer):
+    """A DepthwiseConv1D/2D (TFLite's DEPTHWISE_CONV_2D; a 1-D one over ``[N, 1, T, C]``):
+    kernel ``[*window, C, multiplier]``, one output channel per (input channel, multiplier)."""
+    return isinstance(unwrap(layer), DEPTHWISE_LAYERS)
+
+
 def leaky_relu_alpha(layer):
     """The negative slope of a LeakyReLU, or of a ReLU with ``negative_slope`` (no threshold or
     cap), deployed as TFLM's int8 LEAKY_RELU; None for any other layer."""
@@ -285,7 +295,7 @@ def default_config(layer, weight_bits, activation_bits, weight_init="mse",
             "consumer it is. Move it after such a layer, or remove it.")
     raise UnsupportedLayerError(
         f"Layer '{layer.name}' of type {type(layer).__name__} is not supported. Supported: "
-        "Conv1D, Conv2D, DepthwiseConv2D, Dense, ReLU/ReLU6/LeakyReLU, Add, Average/Max/GlobalAverage/"
+        "Conv1D, Conv2D, DepthwiseConv1D/2D, Dense, ReLU/ReLU6/LeakyReLU, Add, Average/Max/GlobalAverage/"
         "GlobalMax pooling, Concatenate, Softmax/sigmoid/tanh, pass-through Flatten/Reshape/Dropout/ZeroPadding, and "
         "Rescaling/Normalization/BatchNormalization where they fold into a weight layer. Give it a "
         "QuantizeConfig with tfq_tiny.quantize_annotate_layer(layer, config), or replace it.")

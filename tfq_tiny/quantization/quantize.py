@@ -132,7 +132,7 @@ def build_quantized_model(float_model, policy, init="mse", configs=None, check_o
     graph = Graph(float_model)
     names = {node.name for node in graph}
     as_deployed = (f"Its layers, as deployed: {[node.name for node in graph]} (BatchNormalization "
-                   "folds into the layer before it, SeparableConv2D 'x' becomes 'x_depthwise' and "
+                   "folds into the layer before it, SeparableConv1D/2D 'x' becomes 'x_depthwise' and "
                    "'x_pointwise', a softmax/sigmoid/tanh activation 'x' becomes 'x' and "
                    "'x_<function>', ZeroPadding folds into the convolution after it, "
                    "Rescaling/Normalization into the layers after it).")

@@ -28,6 +28,7 @@ from tfq_tiny.analysis import model_statistics, op_graph
 from tfq_tiny.analysis.ops import FLOAT_BITS
 from tfq_tiny.analysis.stats import BIAS_BYTES, SCALE_BYTES
 from tfq_tiny.errors import TfqError
+from tfq_tiny.quantization.configs import is_depthwise
 from tfq_tiny.quantization.policy import BitPolicy
 
 BIT_CHOICES = (2, 4, 8)
@@ -89,7 +90,7 @@ def _layer_info(op, tensors):
     layer = op.layer
     in_shape = tensors[op.inputs[0]].shape
     out_shape = tensors[op.output].shape
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
+    if is_depthwise(layer):
         kind = "depthwise"
     elif isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
         kind = "conv"
