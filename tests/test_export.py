@@ -923,6 +923,20 @@ def test_fixed_grid_ranges_give_the_grids_tflm_writes():
         assert int(got_zero_point) == zero_point, function
 
 
+def _assert_exact_everywhere(qmodel, model_bytes, x, with_tflm):
+    """Every deployed layer equals the simulation, the NumPy and C++ kernels give the same
+    outputs and, ``with_tflm`` (an export of TFLM builtins only), so does the pip TFLM
+    interpreter. Returns the layer agreement report."""
+    report = layer_agreement(qmodel, model_bytes, x)
+    assert all(r["exact"] == 1.0 for r in report.values()), report
+    xs = quantize_input(model_bytes, x)
+    ours = Interpreter(model_content=model_bytes).run(xs)[0]
+    assert np.array_equal(ours, Interpreter(model_content=model_bytes, kernels="native").run(xs)[0])
+    if with_tflm:
+        assert np.array_equal(ours, np.asarray(run_tflm(model_bytes, xs)).reshape(ours.shape))
+    return report
+
+
 def _tcn(seed=0):
     """A small temporal convolutional network: causal Conv1D layers with dilations 1/2/4,
     kernels 3 and 2, a residual Add and a strided causal layer."""
@@ -978,14 +992,7 @@ def test_causal_conv1d_deploys_with_explicit_padding(policy, causal_int8):
             assert options.get("pad_h", 0) == 0
     assert pads == (4 if builtin else 0)
     assert (ops["c5"][0].customCode is None) == (policy == "w8a8")
-    report = layer_agreement(qmodel, model_bytes, x)
-    assert all(r["exact"] == 1.0 for r in report.values()), report
-    xs = quantize_input(model_bytes, x)
-    outputs = [Interpreter(model_content=model_bytes, kernels=k).run(xs)[0] for k in ("numpy", "native")]
-    assert np.array_equal(outputs[0], outputs[1])
-    if builtin:
-        tflm = np.asarray(run_tflm(model_bytes, xs)).reshape(outputs[0].shape)
-        assert np.array_equal(outputs[0], tflm)
+    _assert_exact_everywhere(qmodel, model_bytes, x, with_tflm=builtin)
 
 
 def test_explicit_padding_is_checked_like_the_glue():
@@ -1026,13 +1033,7 @@ def test_leaky_relu_deploys_as_leaky_relu_at_every_width(policy):
         assert sum(c.customCode == b"TFQ_LEAKY_RELU" for c in codes) == 2
         bits = int(policy[1])
         assert [policy_of(qmodel).activation_bits_for(n) for n in ("lr1", "lr2")] == [bits, bits]
-    report = layer_agreement(qmodel, model_bytes, x)
-    assert all(r["exact"] == 1.0 for r in report.values()), report
-    xs = quantize_input(model_bytes, x)
-    ours = Interpreter(model_content=model_bytes).run(xs)[0]
-    assert np.array_equal(ours, Interpreter(model_content=model_bytes, kernels="native").run(xs)[0])
-    if policy == "w8a8":
-        assert np.array_equal(ours, np.asarray(run_tflm(model_bytes, xs)).reshape(ours.shape))
+    _assert_exact_everywhere(qmodel, model_bytes, x, with_tflm=policy == "w8a8")
 
 
 _TFLITE_TYPE = {fb.TensorType.FLOAT32: 1, fb.TensorType.INT32: 2, fb.TensorType.UINT8: 3,
@@ -1140,14 +1141,8 @@ def test_depthwise_conv1d_and_separable_conv1d_deploy(policy):
                                model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
     qmodel = tfq_tiny.quantize_model(model, policy, calibration_data=calib)
     model_bytes = to_tflite(qmodel)
-    report = layer_agreement(qmodel, model_bytes, x)
+    report = _assert_exact_everywhere(qmodel, model_bytes, x, with_tflm=policy == "w8a8")
     assert {"dw1", "sep_depthwise", "sep_pointwise", "dw2"} <= set(report)
-    assert all(r["exact"] == 1.0 for r in report.values()), report
-    xs = quantize_input(model_bytes, x)
-    ours = Interpreter(model_content=model_bytes).run(xs)[0]
-    assert np.array_equal(ours, Interpreter(model_content=model_bytes, kernels="native").run(xs)[0])
-    if policy == "w8a8":
-        assert np.array_equal(ours, np.asarray(run_tflm(model_bytes, xs)).reshape(ours.shape))
 
 
 def test_causal_separable_conv1d_is_refused_by_name():
